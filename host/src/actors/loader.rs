@@ -1,0 +1,255 @@
+//! `Loader`: turns `*.wasm` files in the jobs directory into running jobs.
+//! Each file is validated completely (see `runtime::ComponentVersion`) before
+//! anything changes; a file that fails leaves the previous version of its job
+//! running and the failure logged and recorded. Validated components are
+//! registered with the repository, handed to their supervisor (created on
+//! first sight) and scheduled.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::repository::{Repository, SetLoadError, UpsertJob};
+use super::scheduler::{RegisterJob, Scheduler};
+use super::supervisor::{Deploy, JobSupervisor, SupervisorSetup};
+use crate::clock::Clock;
+use crate::config::{Config, JobConfig};
+use crate::model::JobRecord;
+use crate::runtime::{ComponentVersion, MAX_COMPONENT_BYTES, Runtime};
+use crate::store::JobDefinition;
+use crate::store::appdb::AppDb;
+
+/// Loads job components.
+pub struct Loader {
+    dir: PathBuf,
+    config: Arc<Config>,
+    runtime: Runtime,
+    repo: Addr<Repository>,
+    scheduler: Option<Addr<Scheduler>>,
+    app_db: Option<AppDb>,
+    clock: Arc<dyn Clock>,
+    node: String,
+    supervisors: HashMap<String, (Addr<JobSupervisor>, PathBuf)>,
+}
+
+/// What the loader needs.
+pub struct LoaderSetup {
+    /// The jobs directory.
+    pub dir: PathBuf,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// The runtime.
+    pub runtime: Runtime,
+    /// The repository.
+    pub repo: Addr<Repository>,
+    /// The scheduler, absent for one-shot commands.
+    pub scheduler: Option<Addr<Scheduler>>,
+    /// The application database.
+    pub app_db: Option<AppDb>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// This host's name.
+    pub node: String,
+}
+
+impl Loader {
+    /// A loader for `setup.dir`.
+    pub fn new(s: LoaderSetup) -> Self {
+        Loader {
+            dir: s.dir,
+            config: s.config,
+            runtime: s.runtime,
+            repo: s.repo,
+            scheduler: s.scheduler,
+            app_db: s.app_db,
+            clock: s.clock,
+            node: s.node,
+            supervisors: HashMap::new(),
+        }
+    }
+
+    fn install(
+        &mut self,
+        path: PathBuf,
+        version: Arc<ComponentVersion>,
+        config: JobConfig,
+        job: JobRecord,
+    ) -> Result<String, String> {
+        let name = job.name.clone();
+        if let Some((_, owner)) = self.supervisors.get(&name) {
+            if owner != &path {
+                return Err(format!("job {name:?} is already provided by {}", owner.display()));
+            }
+        }
+        let version_no = job.component_version.unwrap_or(1);
+        let supervisor = match self.supervisors.get(&name) {
+            Some((addr, _)) => {
+                addr.do_send(Deploy { version, version_no, config: config.clone(), job: job.clone() });
+                addr.clone()
+            }
+            None => {
+                let addr = JobSupervisor::new(SupervisorSetup {
+                    job: job.clone(),
+                    config: config.clone(),
+                    version,
+                    runtime: self.runtime.clone(),
+                    repo: self.repo.clone(),
+                    app_db: self.app_db.clone(),
+                    clock: self.clock.clone(),
+                    node: self.node.clone(),
+                })
+                .start();
+                self.supervisors.insert(name.clone(), (addr.clone(), path));
+                addr
+            }
+        };
+        if let Some(s) = &self.scheduler {
+            s.do_send(RegisterJob { job, misfire: config.misfire, supervisor });
+        }
+        Ok(name)
+    }
+}
+
+impl Actor for Loader {
+    type Context = Context<Self>;
+}
+
+/// Why the jobs directory could not be read at all.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoaderError {
+    /// Missing or unreadable.
+    #[error("cannot read jobs directory {dir}: {message}")]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The outcome of loading the directory.
+#[derive(Debug, Clone, Default)]
+pub struct LoadSummary {
+    /// Jobs loaded, by name.
+    pub loaded: Vec<String>,
+    /// Files rejected, with why.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+/// Sent at start: load every `*.wasm` in the jobs directory.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<LoadSummary, LoaderError>")]
+pub struct LoadAll;
+
+/// The `*.wasm` files directly in `dir`, sorted. Symlinks and other
+/// non-regular files are ignored so nothing outside the directory is loaded.
+pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoaderError> {
+    let err = |e: std::io::Error| LoaderError::Dir { dir: dir.to_path_buf(), message: e.to_string() };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        let path = entry.path();
+        let regular = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+        if regular && path.extension().is_some_and(|e| e == "wasm") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+type Loaded = Result<(Arc<ComponentVersion>, JobConfig, JobRecord), (Option<String>, String)>;
+
+impl Handler<LoadAll> for Loader {
+    type Result = ResponseActFuture<Self, Result<LoadSummary, LoaderError>>;
+
+    fn handle(&mut self, _: LoadAll, _: &mut Context<Self>) -> Self::Result {
+        let files = match wasm_files(&self.dir) {
+            Ok(f) => f,
+            Err(e) => return Box::pin(async move { Err(e) }.into_actor(self)),
+        };
+        let runtime = self.runtime.clone();
+        let repo = self.repo.clone();
+        let config = self.config.clone();
+        let work = async move {
+            let mut results: Vec<(PathBuf, Loaded)> = Vec::new();
+            for path in files {
+                let r = load_one(&runtime, &repo, &config, &path).await;
+                results.push((path, r));
+            }
+            results
+        };
+        Box::pin(work.into_actor(self).map(|results, act, _| {
+            let mut summary = LoadSummary::default();
+            for (path, r) in results {
+                let outcome = match r {
+                    Ok((version, config, job)) => {
+                        act.install(path.clone(), version, config, job).map_err(|e| (None, e))
+                    }
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(name) => {
+                        tracing::info!(job = %name, file = %path.display(), "job loaded");
+                        summary.loaded.push(name);
+                    }
+                    Err((name, message)) => {
+                        tracing::error!(file = %path.display(), error = %message, "job component rejected");
+                        if let Some(name) = name {
+                            act.repo.do_send(SetLoadError { name, error: Some(message.clone()) });
+                        }
+                        summary.failed.push((path, message));
+                    }
+                }
+            }
+            Ok(summary)
+        }))
+    }
+}
+
+async fn load_one(runtime: &Runtime, repo: &Addr<Repository>, config: &Config, path: &Path) -> Loaded {
+    let meta = std::fs::metadata(path).map_err(|e| (None, format!("cannot read: {e}")))?;
+    if meta.len() > MAX_COMPONENT_BYTES as u64 {
+        return Err((
+            None,
+            format!("file is {} bytes, larger than the limit of {MAX_COMPONENT_BYTES} bytes", meta.len()),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| (None, format!("cannot read: {e}")))?;
+    let version = runtime.load(bytes).await.map_err(|e| (None, e.to_string()))?;
+    let name = version.info.name.clone();
+    let job_config = config.job(&version.info).map_err(|e| (Some(name.clone()), e.to_string()))?;
+    let def = JobDefinition {
+        name: name.clone(),
+        description: version.info.description.clone(),
+        kind: version.info.kind,
+        schedule: job_config.schedule.clone(),
+        timezone: job_config.timezone.clone(),
+        enabled: job_config.enabled,
+        digest: version.digest.clone(),
+    };
+    let job = match repo.send(UpsertJob { def }).await {
+        Ok(Ok(job)) => job,
+        Ok(Err(e)) => return Err((Some(name), format!("{:#}", anyhow::Error::new(e)))),
+        Err(e) => return Err((Some(name), e.to_string())),
+    };
+    Ok((version, job_config, job))
+}
+
+/// Sent by interfaces: the supervisor of a job.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<Addr<JobSupervisor>>")]
+pub struct GetSupervisor {
+    /// The job.
+    pub name: String,
+}
+
+impl Handler<GetSupervisor> for Loader {
+    type Result = Option<Addr<JobSupervisor>>;
+
+    fn handle(&mut self, msg: GetSupervisor, _: &mut Context<Self>) -> Self::Result {
+        self.supervisors.get(&msg.name).map(|(a, _)| a.clone())
+    }
+}

@@ -1,0 +1,470 @@
+//! `JobSupervisor`: one per job. Owns the job's current component version and
+//! applies its policies around every execution:
+//!
+//! 1. the overlap gate (`skip` records the fire as skipped, `queue-one` keeps
+//!    one waiting, `allow` runs concurrently) — run-now passes the same gate;
+//! 2. the execution row is written `running` *before* the guest is called, and
+//!    finished after, whatever happened;
+//! 3. retries with exponential backoff and jitter, for retryable guest errors
+//!    and traps only, each attempt its own row linked to the first.
+//!
+//! In-flight executions keep the `Arc` of the version they started with; a
+//! deploy only changes what the next execution uses.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use super::repository::{CreateExecution, FinishExecution, Repository};
+use crate::clock::Clock;
+use crate::config::JobConfig;
+use crate::model::{
+    ErrorClass, ExecutionId, ExecutionStatus, JobRecord, OverlapPolicy, RunArgs, RunContext, RunReport, Trigger,
+};
+use crate::runtime::{CancelToken, ComponentVersion, Invocation, Progress, Runtime};
+use crate::store::NewExecution;
+use crate::store::appdb::AppDb;
+
+/// Supervises one job.
+pub struct JobSupervisor {
+    job: JobRecord,
+    config: JobConfig,
+    version: Arc<ComponentVersion>,
+    version_no: i64,
+    runtime: Runtime,
+    repo: Addr<Repository>,
+    app_db: Option<AppDb>,
+    clock: Arc<dyn Clock>,
+    node: String,
+    active: HashMap<ExecutionId, (CancelToken, Arc<Progress>)>,
+    /// Runs that passed the gate but have no row yet.
+    starting: usize,
+    queued: Option<StartRequest>,
+}
+
+/// What a supervisor needs at creation.
+pub struct SupervisorSetup {
+    /// The stored job.
+    pub job: JobRecord,
+    /// Its effective configuration.
+    pub config: JobConfig,
+    /// Its validated component.
+    pub version: Arc<ComponentVersion>,
+    /// The runtime.
+    pub runtime: Runtime,
+    /// The repository.
+    pub repo: Addr<Repository>,
+    /// The application database, if configured.
+    pub app_db: Option<AppDb>,
+    /// The host's clock.
+    pub clock: Arc<dyn Clock>,
+    /// This host's name.
+    pub node: String,
+}
+
+struct StartRequest {
+    trigger: Trigger,
+    scheduled_for: DateTime<Utc>,
+    attempt: i64,
+    parent: Option<ExecutionId>,
+    args: RunArgs,
+    done: Option<oneshot::Sender<RunReport>>,
+}
+
+impl JobSupervisor {
+    /// A supervisor for a loaded job.
+    pub fn new(s: SupervisorSetup) -> Self {
+        let version_no = s.job.component_version.unwrap_or(1);
+        JobSupervisor {
+            job: s.job,
+            config: s.config,
+            version: s.version,
+            version_no,
+            runtime: s.runtime,
+            repo: s.repo,
+            app_db: s.app_db,
+            clock: s.clock,
+            node: s.node,
+            active: HashMap::new(),
+            starting: 0,
+            queued: None,
+        }
+    }
+
+    fn busy(&self) -> Option<ExecutionId> {
+        if self.starting > 0 {
+            return Some(ExecutionId(0));
+        }
+        self.active.keys().min().copied()
+    }
+
+    fn new_execution(
+        &self,
+        req: &StartRequest,
+        status: ExecutionStatus,
+        skip: Option<(ErrorClass, String)>,
+    ) -> NewExecution {
+        let mut args = req.args.clone();
+        for (k, v) in &self.config.args {
+            if !args.args.iter().any(|(a, _)| a == k) {
+                args.args.push((k.clone(), v.clone()));
+            }
+        }
+        NewExecution {
+            job_id: self.job.id,
+            trigger: req.trigger,
+            scheduled_for: req.scheduled_for,
+            attempt: req.attempt,
+            parent_id: req.parent,
+            status,
+            digest: Some(self.version.digest.clone()),
+            version: Some(self.version_no),
+            node: self.node.clone(),
+            args,
+            skip,
+        }
+    }
+
+    /// Records a fire that the overlap gate turned away.
+    fn record_skip(&self, req: &StartRequest, active: ExecutionId) {
+        let message = if active.0 > 0 {
+            format!("execution {active} of this job is still running (overlap policy skip)")
+        } else {
+            "another execution of this job is starting (overlap policy skip)".to_string()
+        };
+        tracing::info!(job = %self.job.name, scheduled_for = %req.scheduled_for, "{message}");
+        let new = self.new_execution(req, ExecutionStatus::Skipped, Some((ErrorClass::Overlap, message)));
+        self.repo.do_send(CreateExecution { new });
+    }
+
+    /// Passes the gate and starts, queues or skips. Replies with the execution
+    /// id once its row exists.
+    fn submit(&mut self, req: StartRequest, ctx: &mut Context<Self>) -> Result<Option<ExecutionId>, RunRejected> {
+        if let Some(active) = self.busy() {
+            match self.config.overlap {
+                OverlapPolicy::Allow => {}
+                OverlapPolicy::QueueOne if self.queued.is_none() => {
+                    self.queued = Some(req);
+                    return Ok(None);
+                }
+                OverlapPolicy::Skip | OverlapPolicy::QueueOne => {
+                    if req.trigger != Trigger::Manual {
+                        self.record_skip(&req, active);
+                    }
+                    return Err(RunRejected::Overlap { active });
+                }
+            }
+        }
+        self.start(req, ctx);
+        Ok(None)
+    }
+
+    fn start(&mut self, req: StartRequest, ctx: &mut Context<Self>) {
+        self.starting += 1;
+        let new = self.new_execution(&req, ExecutionStatus::Running, None);
+        let repo = self.repo.clone();
+        let created = async move { repo.send(CreateExecution { new }).await };
+        ctx.spawn(created.into_actor(self).map(move |res, act, ctx| {
+            act.starting -= 1;
+            match res {
+                Ok(Ok(Some(id))) => act.launch(id, req, ctx),
+                Ok(Ok(None)) => {
+                    tracing::debug!(job = %act.job.name, scheduled_for = %req.scheduled_for,
+                        "this scheduled instant already has an execution; not running it again");
+                    act.start_queued(ctx);
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(job = %act.job.name, error = %format!("{:#}", anyhow::Error::new(e)),
+                        "cannot record the execution; not running it");
+                    act.start_queued(ctx);
+                }
+                Err(e) => {
+                    tracing::error!(job = %act.job.name, error = %e, "repository unavailable; not running");
+                    act.start_queued(ctx);
+                }
+            }
+        }));
+    }
+
+    fn launch(&mut self, id: ExecutionId, req: StartRequest, ctx: &mut Context<Self>) {
+        let cancel = CancelToken::new();
+        let progress = Progress::new();
+        self.active.insert(id, (cancel.clone(), progress.clone()));
+        let mut args = req.args.clone();
+        for (k, v) in &self.config.args {
+            if !args.args.iter().any(|(a, _)| a == k) {
+                args.args.push((k.clone(), v.clone()));
+            }
+        }
+        let invocation = Invocation {
+            ctx: RunContext {
+                execution_id: id,
+                job_name: self.job.name.clone(),
+                scheduled_for: req.scheduled_for,
+                timezone: self.job.timezone.clone(),
+                trigger: req.trigger,
+                attempt: u32::try_from(req.attempt).unwrap_or(u32::MAX),
+                args,
+            },
+            limits: self.config.limits,
+            db: self.app_db.as_ref().map(|d| d.session(self.config.database)),
+            cancel,
+            progress,
+        };
+        tracing::info!(job = %self.job.name, execution = %id, trigger = %req.trigger, attempt = req.attempt,
+            version = self.version_no, "execution started");
+        let runtime = self.runtime.clone();
+        let version = self.version.clone();
+        let repo = self.repo.clone();
+        let run = async move {
+            let report = runtime.execute(version, invocation).await;
+            let saved = repo.send(FinishExecution { id, report: report.clone() }).await;
+            (report, saved)
+        };
+        ctx.spawn(run.into_actor(self).map(move |(report, saved), act, ctx| {
+            act.active.remove(&id);
+            match saved {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(job = %act.job.name, execution = %id,
+                    error = %format!("{:#}", anyhow::Error::new(e)), "cannot record how the execution ended"),
+                Err(e) => tracing::error!(job = %act.job.name, execution = %id, error = %e, "repository unavailable"),
+            }
+            act.finished(id, req, report, ctx);
+        }));
+    }
+
+    fn finished(&mut self, id: ExecutionId, req: StartRequest, report: RunReport, ctx: &mut Context<Self>) {
+        let level_ok = matches!(report.status, ExecutionStatus::Succeeded | ExecutionStatus::Skipped);
+        if level_ok {
+            tracing::info!(job = %self.job.name, execution = %id, status = %report.status,
+                summary = report.summary.as_deref().unwrap_or(""), "execution finished");
+        } else {
+            tracing::warn!(job = %self.job.name, execution = %id, status = %report.status,
+                error = report.error_message.as_deref().unwrap_or(""), "execution finished");
+        }
+        let retryable = report.status == ExecutionStatus::Failed
+            && matches!(report.error_class, Some(ErrorClass::Retryable | ErrorClass::Trap));
+        if retryable && req.attempt < i64::from(self.config.max_attempts) {
+            let delay = backoff(self.config.retry_backoff, req.attempt);
+            tracing::info!(job = %self.job.name, execution = %id, attempt = req.attempt + 1,
+                delay_ms = delay.as_millis() as u64, "retrying");
+            let retry = StartRequest {
+                trigger: Trigger::Retry,
+                scheduled_for: req.scheduled_for,
+                attempt: req.attempt + 1,
+                parent: Some(req.parent.unwrap_or(id)),
+                args: req.args.clone(),
+                done: None,
+            };
+            ctx.run_later(delay, move |act, ctx| {
+                let _ = act.submit(retry, ctx);
+            });
+        }
+        if let Some(done) = req.done {
+            let _ = done.send(report);
+        }
+        self.start_queued(ctx);
+    }
+
+    fn start_queued(&mut self, ctx: &mut Context<Self>) {
+        if self.busy().is_none() {
+            if let Some(next) = self.queued.take() {
+                self.start(next, ctx);
+            }
+        }
+    }
+}
+
+/// Exponential backoff with up to 25 % jitter: `base * 2^(attempt-1)`, capped at an hour.
+fn backoff(base: Duration, attempt: i64) -> Duration {
+    let exp = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(16);
+    let delay = base.saturating_mul(1u32 << exp).min(Duration::from_secs(3600));
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(attempt);
+    let jitter_permille = h.finish() % 250;
+    delay + delay.mul_f64(jitter_permille as f64 / 1000.0)
+}
+
+impl Actor for JobSupervisor {
+    type Context = Context<Self>;
+}
+
+/// Why a run was not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunRejected {
+    /// The overlap policy forbids a second execution.
+    #[error("job is already running (execution {active}); its overlap policy forbids a second run")]
+    Overlap {
+        /// The execution in the way (0 if it has no id yet).
+        active: ExecutionId,
+    },
+}
+
+/// Sent by the scheduler when a scheduled instant is due.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Fire {
+    /// The instant.
+    pub scheduled_for: DateTime<Utc>,
+    /// `schedule` or `catch-up`.
+    pub trigger: Trigger,
+}
+
+impl Handler<Fire> for JobSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Fire, ctx: &mut Context<Self>) {
+        let req = StartRequest {
+            trigger: msg.trigger,
+            scheduled_for: msg.scheduled_for,
+            attempt: 1,
+            parent: None,
+            args: RunArgs::default(),
+            done: None,
+        };
+        let _ = self.submit(req, ctx);
+    }
+}
+
+/// Sent by interfaces (CLI, API): run now. Replies with a receiver of the
+/// final report, or why the run was refused.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<RunStarted, RunRejected>")]
+pub struct RunNow {
+    /// Operator arguments.
+    pub args: RunArgs,
+}
+
+/// A run that passed the gate.
+#[derive(Debug)]
+pub struct RunStarted {
+    /// Resolves with the report when the execution ends.
+    pub done: oneshot::Receiver<RunReport>,
+}
+
+impl Handler<RunNow> for JobSupervisor {
+    type Result = Result<RunStarted, RunRejected>;
+
+    fn handle(&mut self, msg: RunNow, ctx: &mut Context<Self>) -> Self::Result {
+        let scheduled_for = match msg.args.date.as_deref().and_then(|d| local_midnight(d, &self.job.timezone)) {
+            Some(t) => t,
+            None => self.clock.now(),
+        };
+        let (tx, rx) = oneshot::channel();
+        let req = StartRequest {
+            trigger: Trigger::Manual,
+            scheduled_for,
+            attempt: 1,
+            parent: None,
+            args: msg.args,
+            done: Some(tx),
+        };
+        self.submit(req, ctx)?;
+        Ok(RunStarted { done: rx })
+    }
+}
+
+/// Midnight of a `YYYY-MM-DD` date in `zone` (for `--date` backfills).
+fn local_midnight(date: &str, zone: &str) -> Option<DateTime<Utc>> {
+    use chrono::TimeZone;
+    let tz: chrono_tz::Tz = zone.parse().ok()?;
+    let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    let t = tz.from_local_datetime(&day.and_hms_opt(0, 0, 0)?).earliest()?;
+    Some(t.with_timezone(&Utc))
+}
+
+/// Sent by the loader: a new validated version of this job's component, and
+/// its (possibly changed) configuration.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deploy {
+    /// The component.
+    pub version: Arc<ComponentVersion>,
+    /// Its version number.
+    pub version_no: i64,
+    /// The job's effective configuration.
+    pub config: JobConfig,
+    /// The stored job.
+    pub job: JobRecord,
+}
+
+impl Handler<Deploy> for JobSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deploy, _: &mut Context<Self>) {
+        tracing::info!(job = %self.job.name, version = msg.version_no, digest = %msg.version.digest, "new version live");
+        self.version = msg.version;
+        self.version_no = msg.version_no;
+        self.config = msg.config;
+        self.job = msg.job;
+    }
+}
+
+/// Sent by interfaces: cancel a running execution. Replies whether it was running here.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct CancelRun {
+    /// The execution.
+    pub id: ExecutionId,
+}
+
+impl Handler<CancelRun> for JobSupervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: CancelRun, _: &mut Context<Self>) -> bool {
+        match self.active.get(&msg.id) {
+            Some((token, _)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Sent by interfaces: the running executions and their progress `(id, done, total)`.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<(ExecutionId, u64, Option<u64>)>")]
+pub struct ListRunning;
+
+impl Handler<ListRunning> for JobSupervisor {
+    type Result = Vec<(ExecutionId, u64, Option<u64>)>;
+
+    fn handle(&mut self, _: ListRunning, _: &mut Context<Self>) -> Self::Result {
+        self.active
+            .iter()
+            .map(|(id, (_, p))| {
+                let (done, total) = p.snapshot();
+                (*id, done, total)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_bounded_jitter() {
+        let base = Duration::from_secs(10);
+        for attempt in 1..=4 {
+            let d = backoff(base, attempt);
+            let nominal = base * (1 << (attempt - 1));
+            assert!(d >= nominal && d <= nominal.mul_f64(1.25), "attempt {attempt}: {d:?}");
+        }
+        assert!(backoff(base, 40) <= Duration::from_secs(4500));
+    }
+
+    #[test]
+    fn backfill_dates_start_at_local_midnight() {
+        let t = local_midnight("2026-11-22", "Asia/Tokyo").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-21T15:00:00+00:00");
+        assert!(local_midnight("2026-02-30", "UTC").is_none());
+    }
+}

@@ -1,0 +1,335 @@
+//! The `sundial` command line. `main.rs` only calls [`main`].
+//!
+//! Exit codes: 0 success; 1 a job run did not succeed (failed, partial, timed
+//! out, cancelled) or the host failed; 2 invalid input (bad arguments, bad
+//! configuration, an invalid cron expression or zone).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::host::{Host, HostOptions};
+use crate::model::{ExecutionStatus, RunArgs};
+use crate::schedule::Schedule;
+use crate::store::Store;
+
+/// Sundial: scheduled jobs as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "sundial", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// Sundial's database (default: sqlite://sundial.db next to the configuration).
+    #[arg(long, global = true, env = "SUNDIAL_DATABASE_URL", value_name = "URL")]
+    db: Option<String>,
+    /// Directory of *.wasm job components (default: ./sundial-jobs).
+    #[arg(long, global = true, env = "SUNDIAL_JOBS_DIR", value_name = "DIR")]
+    jobs_dir: Option<PathBuf>,
+    /// Configuration file (default: ./sundial.toml if present).
+    #[arg(long, global = true, env = "SUNDIAL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the scheduler and the jobs in the foreground until Ctrl-C.
+    Serve,
+    /// Run one job now and exit: 0 if it succeeded, 1 otherwise (for OS cron).
+    Run(RunCmd),
+    /// List the jobs: schedule, time zone, switch, next run.
+    Jobs,
+    /// Show a job's recent executions.
+    History {
+        /// The job's name.
+        job: String,
+        /// How many executions.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Preview schedules.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCmd,
+    },
+    /// Create (or refresh) a demo application database for the example jobs.
+    Demo {
+        /// Number of synthetic users.
+        #[arg(long, default_value_t = 1000)]
+        users: u64,
+    },
+    /// Create or upgrade Sundial's tables and exit.
+    Migrate,
+}
+
+#[derive(Debug, Args)]
+struct RunCmd {
+    /// The job's name.
+    job: String,
+    /// Run as if scheduled for this local date (YYYY-MM-DD), e.g. a backfill.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    date: Option<String>,
+    /// Process at most N items.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+    /// Run everything, commit nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// An argument for the job (repeatable).
+    #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_kv)]
+    args: Vec<(String, String)>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ScheduleCmd {
+    /// Print the next fire instants of an expression, one per line, in UTC.
+    Next {
+        /// A cron expression, e.g. "30 2 * * *".
+        expression: String,
+        /// IANA time zone of the expression.
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// Print instants strictly after this RFC 3339 instant (default: now).
+        #[arg(long)]
+        after: Option<String>,
+        /// How many instants.
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+    },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// An error that maps to exit code 2 (the user's input is invalid).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Invalid(String);
+
+/// Parses the command line, runs the command, and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<Invalid>().is_some() || e.downcast_ref::<crate::config::ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Schedule { command: ScheduleCmd::Next { expression, tz, after, count } } = &cli.command {
+        return schedule_next(expression, tz, after.as_deref(), *count);
+    }
+    let config = Config::load(cli.global.config.as_deref())?;
+    let mut options = HostOptions::new(config);
+    options.database_url = cli.global.db.clone();
+    options.jobs_dir = cli.global.jobs_dir.clone();
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(options).await,
+            Command::Run(cmd) => run_job(options, cmd).await,
+            Command::Jobs => jobs(options).await,
+            Command::History { job, limit } => history(options, &job, limit).await,
+            Command::Demo { users } => demo(options, users).await,
+            Command::Migrate => {
+                let url = options.database_url();
+                Store::open(&url).await?.close().await;
+                println!("database {url} is up to date");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Schedule { .. } => Ok(ExitCode::SUCCESS),
+        }
+    })
+}
+
+fn check_jobs_dir(options: &HostOptions) -> anyhow::Result<()> {
+    let dir = options.jobs_dir();
+    if !dir.is_dir() {
+        return Err(Invalid(format!(
+            "jobs directory {} does not exist (build the jobs with `cargo xtask build-jobs`, or pass --jobs-dir)",
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+async fn serve(options: HostOptions) -> anyhow::Result<ExitCode> {
+    check_jobs_dir(&options)?;
+    let host = Host::start(options).await.context("cannot start the host")?;
+    for (file, error) in &host.loaded.failed {
+        tracing::error!(file = %file.display(), %error, "not loaded");
+    }
+    tracing::info!(jobs = host.loaded.loaded.len(), "sundial is running; Ctrl-C stops it");
+    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    tracing::info!("stopping");
+    host.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_job(mut options: HostOptions, cmd: RunCmd) -> anyhow::Result<ExitCode> {
+    check_jobs_dir(&options)?;
+    if let Some(d) = &cmd.date {
+        chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .map_err(|_| Invalid(format!("--date {d:?} is not a date in the form YYYY-MM-DD")))?;
+    }
+    options.schedule = false;
+    let host = Host::start(options).await.context("cannot start the host")?;
+    let args = RunArgs { date: cmd.date, limit: cmd.limit, dry_run: cmd.dry_run, args: cmd.args };
+    let report = match host.run_now(&cmd.job, args).await {
+        Ok(r) => r,
+        Err(e @ crate::host::HostError::UnknownJob { .. }) => return Err(Invalid(e.to_string()).into()),
+        Err(e) => return Err(e.into()),
+    };
+    host.stop().await;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: {}", cmd.job, report.status)?;
+    if let Some(s) = &report.summary {
+        writeln!(out, "  {s}")?;
+    }
+    if report.items_total > 0 {
+        writeln!(
+            out,
+            "  items: {} total, {} ok, {} skipped, {} failed",
+            report.items_total, report.items_ok, report.items_skipped, report.items_failed
+        )?;
+    }
+    writeln!(out, "  changed: {}", report.changed)?;
+    if let (Some(class), Some(msg)) = (report.error_class, &report.error_message) {
+        eprintln!("  {class}: {msg}");
+    }
+    for p in report.problems.iter().take(20) {
+        eprintln!("  item {}: {} ({})", p.key, p.message, p.class);
+    }
+    let ok = matches!(report.status, ExecutionStatus::Succeeded | ExecutionStatus::Skipped) && report.items_failed == 0;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn jobs(mut options: HostOptions) -> anyhow::Result<ExitCode> {
+    check_jobs_dir(&options)?;
+    options.schedule = false;
+    let host = Host::start(options).await.context("cannot start the host")?;
+    let jobs = host.store.list_jobs().await?;
+    let now = Utc::now();
+    let mut rows =
+        vec![["NAME", "SCHEDULE", "ZONE", "ENABLED", "NEXT RUN (UTC)", "VERSION"].map(String::from).to_vec()];
+    for j in &jobs {
+        let next = Schedule::parse(&j.schedule, &j.timezone)
+            .ok()
+            .and_then(|s| s.next_after(j.last_scheduled_for.map_or(now, |l| l.max(now))))
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into());
+        rows.push(vec![
+            j.name.clone(),
+            j.schedule.clone(),
+            j.timezone.clone(),
+            if j.enabled { "yes" } else { "no" }.into(),
+            next,
+            j.component_version.map_or("-".into(), |v| format!("v{v}")),
+        ]);
+    }
+    print_table(&rows)?;
+    for (file, error) in &host.loaded.failed {
+        eprintln!("not loaded: {}: {error}", file.display());
+    }
+    host.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn history(options: HostOptions, job: &str, limit: u32) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&options.database_url()).await?;
+    if store.get_job(job).await?.is_none() {
+        let known: Vec<String> = store.list_jobs().await?.into_iter().map(|j| j.name).collect();
+        return Err(Invalid(format!("unknown job {job:?} (known jobs: {})", known.join(", "))).into());
+    }
+    let execs = store.list_executions(job, limit, None).await?;
+    let mut rows = vec![
+        ["ID", "TRIGGER", "SCHEDULED FOR (UTC)", "STATUS", "ATTEMPT", "DURATION", "VERSION", "DETAIL"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for e in &execs {
+        let duration = match (e.started_at, e.finished_at) {
+            (Some(s), Some(f)) => format!("{:.3}s", (f - s).num_milliseconds() as f64 / 1000.0),
+            _ => "-".into(),
+        };
+        let detail = e.error_message.clone().or_else(|| e.summary.clone()).unwrap_or_default();
+        rows.push(vec![
+            e.id.to_string(),
+            e.trigger.to_string(),
+            e.scheduled_for.format("%Y-%m-%d %H:%M:%S").to_string(),
+            e.status.to_string(),
+            e.attempt.to_string(),
+            duration,
+            e.component_version.map_or("-".into(), |v| format!("v{v}")),
+            detail.chars().take(80).collect(),
+        ]);
+    }
+    print_table(&rows)?;
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo(options: HostOptions, users: u64) -> anyhow::Result<ExitCode> {
+    let url = options.app_database_url();
+    let db = crate::store::appdb::AppDb::open(&url)?;
+    let c = crate::demo::seed(db.pool(), users, Utc::now()).await.with_context(|| format!("seeding {url}"))?;
+    println!(
+        "demo data in {url}: {} users, {} sessions ({} expired), {} food entries ({} deleted over 30 days ago)",
+        c.users, c.sessions, c.expired_sessions, c.food_entries, c.old_deleted_entries
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn schedule_next(expression: &str, tz: &str, after: Option<&str>, count: usize) -> anyhow::Result<ExitCode> {
+    let schedule = Schedule::parse(expression, tz).map_err(|e| Invalid(e.to_string()))?;
+    let after = match after {
+        Some(a) => DateTime::parse_from_rfc3339(a)
+            .map_err(|e| Invalid(format!("--after {a:?} is not an RFC 3339 instant: {e}")))?
+            .with_timezone(&Utc),
+        None => Utc::now(),
+    };
+    let mut out = std::io::stdout().lock();
+    for t in schedule.iter_after(after).take(count) {
+        writeln!(out, "{}", t.format("%Y-%m-%dT%H:%M:%SZ"))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0)).collect();
+    let mut out = std::io::stdout().lock();
+    for r in rows {
+        let line: Vec<String> = r.iter().enumerate().map(|(i, s)| format!("{s:<w$}", w = widths[i])).collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! `sundial.toml`: database URLs, the jobs directory, and per-job overrides
+//! and grants.
+//!
+//! Precedence for every job setting: `[jobs.<name>]`, then `[defaults]`, then
+//! what the component's `describe` says, then the built-in default. Grants are
+//! never taken from `describe`: a job gets only what the operator writes here
+//! (deny by default).
+//!
+//! ```toml
+//! database = "sqlite://sundial.db"     # Sundial's own tables
+//! app_database = "sqlite://app.db"     # what jobs read and write (default: same file)
+//! jobs_dir = "target/sundial-jobs"     # *.wasm loaded at start
+//!
+//! [defaults]
+//! timeout_secs = 300
+//!
+//! [jobs.cleanup]
+//! schedule = "* * * * *"
+//! timezone = "UTC"
+//! database = "read-write"
+//! args = { retention_days = "30" }
+//! ```
+//!
+//! Relative paths (the jobs directory, SQLite files) are relative to the
+//! directory of the configuration file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::{DbAccess, JobInfo, MisfirePolicy, OverlapPolicy};
+use crate::runtime::Limits;
+use crate::schedule::Schedule;
+
+/// The default configuration file, looked up in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "sundial.toml";
+/// The default database: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE: &str = "sqlite://sundial.db";
+/// The default jobs directory.
+pub const DEFAULT_JOBS_DIR: &str = "sundial-jobs";
+
+/// Errors reading or validating configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("invalid configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("invalid configuration for job {job:?}: {message}")]
+    Job {
+        /// The job.
+        job: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Per-job settings; every field optional so `[defaults]` and `[jobs.x]` merge.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// Cron expression overriding the job's default.
+    pub schedule: Option<String>,
+    /// IANA zone overriding the job's default.
+    pub timezone: Option<String>,
+    /// Whether the scheduler fires the job.
+    pub enabled: Option<bool>,
+    /// Database grant: "none", "read-only" or "read-write".
+    pub database: Option<DbAccess>,
+    /// Deadline of one execution, in seconds.
+    pub timeout_secs: Option<u64>,
+    /// Memory limit of one execution, in MiB.
+    pub memory_mib: Option<u64>,
+    /// Overlap policy: "skip", "queue-one" or "allow".
+    pub overlap: Option<OverlapPolicy>,
+    /// Misfire policy: "skip", "once" or "all".
+    pub misfire: Option<MisfirePolicy>,
+    /// Attempts per scheduled instant (1 = no retries).
+    pub max_attempts: Option<u32>,
+    /// Base delay before the first retry, in seconds (doubles each time).
+    pub retry_backoff_secs: Option<u64>,
+    /// Operator arguments passed to every run.
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+}
+
+impl JobSettings {
+    fn over(&self, base: &JobSettings) -> JobSettings {
+        let mut args = base.args.clone();
+        args.extend(self.args.clone());
+        JobSettings {
+            schedule: self.schedule.clone().or_else(|| base.schedule.clone()),
+            timezone: self.timezone.clone().or_else(|| base.timezone.clone()),
+            enabled: self.enabled.or(base.enabled),
+            database: self.database.or(base.database),
+            timeout_secs: self.timeout_secs.or(base.timeout_secs),
+            memory_mib: self.memory_mib.or(base.memory_mib),
+            overlap: self.overlap.or(base.overlap),
+            misfire: self.misfire.or(base.misfire),
+            max_attempts: self.max_attempts.or(base.max_attempts),
+            retry_backoff_secs: self.retry_backoff_secs.or(base.retry_backoff_secs),
+            args,
+        }
+    }
+}
+
+/// The configuration file as written.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// URL of Sundial's own database.
+    pub database: Option<String>,
+    /// URL of the application database jobs use; defaults to `database`.
+    pub app_database: Option<String>,
+    /// Directory of `*.wasm` job components.
+    pub jobs_dir: Option<PathBuf>,
+    /// Settings for every job.
+    #[serde(default)]
+    pub defaults: JobSettings,
+    /// Settings per job name.
+    #[serde(default)]
+    pub jobs: BTreeMap<String, JobSettings>,
+    /// Where relative paths are resolved (the file's directory).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// A job's effective settings after merging configuration and `describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobConfig {
+    /// Cron expression.
+    pub schedule: String,
+    /// IANA zone.
+    pub timezone: String,
+    /// `Some` if configuration sets the switch; `None` leaves the stored one.
+    pub enabled: Option<bool>,
+    /// Database grant.
+    pub database: DbAccess,
+    /// Deadline and memory.
+    pub limits: Limits,
+    /// Overlap policy.
+    pub overlap: OverlapPolicy,
+    /// Misfire policy.
+    pub misfire: MisfirePolicy,
+    /// Attempts per scheduled instant.
+    pub max_attempts: u32,
+    /// Base retry delay.
+    pub retry_backoff: Duration,
+    /// Operator arguments for every run.
+    pub args: Vec<(String, String)>,
+}
+
+impl Config {
+    /// Reads `path`; with `None`, reads `./sundial.toml` if it exists and
+    /// otherwise uses the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config { base_dir: PathBuf::from("."), ..Config::default() });
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let mut config = Config::parse(&text).map_err(|message| ConfigError::Parse { path: path.clone(), message })?;
+        config.base_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Ok(config)
+    }
+
+    /// Parses configuration text and validates every schedule, zone and limit
+    /// in it.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, s) in
+            std::iter::once(("[defaults]", &self.defaults)).chain(self.jobs.iter().map(|(k, v)| (k.as_str(), v)))
+        {
+            let err = |message: String| ConfigError::Job { job: name.to_string(), message };
+            if let Some(expr) = &s.schedule {
+                let zone = s.timezone.as_deref().or(self.defaults.timezone.as_deref()).unwrap_or("UTC");
+                Schedule::parse(expr, zone).map_err(|e| err(e.to_string()))?;
+            } else if let Some(zone) = &s.timezone {
+                crate::schedule::parse_timezone(zone).map_err(|e| err(e.to_string()))?;
+            }
+            if s.timeout_secs == Some(0) {
+                return Err(err("timeout_secs must be at least 1".into()));
+            }
+            if let Some(m) = s.memory_mib {
+                if !(1..=65_536).contains(&m) {
+                    return Err(err(format!("memory_mib must be between 1 and 65536, got {m}")));
+                }
+            }
+            if s.max_attempts == Some(0) {
+                return Err(err("max_attempts must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the file relative to its directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+    }
+
+    /// Resolves a SQLite URL's relative file path against the file's directory.
+    pub fn resolve_url(&self, url: &str) -> String {
+        for prefix in ["sqlite://", "sqlite:"] {
+            if let Some(rest) = url.strip_prefix(prefix) {
+                if rest.starts_with('/') || rest.starts_with(':') || self.base_dir == Path::new(".") {
+                    return url.to_string();
+                }
+                return format!("sqlite://{}", self.base_dir.join(rest).display());
+            }
+        }
+        url.to_string()
+    }
+
+    /// The effective settings of a job.
+    pub fn job(&self, info: &JobInfo) -> Result<JobConfig, ConfigError> {
+        let s = match self.jobs.get(&info.name) {
+            Some(j) => j.over(&self.defaults),
+            None => self.defaults.clone(),
+        };
+        let schedule = s.schedule.unwrap_or_else(|| info.default_schedule.clone());
+        let timezone = s.timezone.unwrap_or_else(|| info.default_timezone.clone());
+        // A job's own default schedule is validated here, when it is loaded.
+        Schedule::parse(&schedule, &timezone)
+            .map_err(|e| ConfigError::Job { job: info.name.clone(), message: e.to_string() })?;
+        let defaults = Limits::default();
+        Ok(JobConfig {
+            schedule,
+            timezone,
+            enabled: s.enabled,
+            database: s.database.unwrap_or(DbAccess::None),
+            limits: Limits {
+                timeout: s.timeout_secs.map(Duration::from_secs).unwrap_or(defaults.timeout),
+                memory_bytes: s.memory_mib.map(|m| (m as usize) << 20).unwrap_or(defaults.memory_bytes),
+            },
+            overlap: s.overlap.unwrap_or_default(),
+            misfire: s.misfire.unwrap_or_default(),
+            max_attempts: s.max_attempts.unwrap_or(1),
+            retry_backoff: Duration::from_secs(s.retry_backoff_secs.unwrap_or(30)),
+            args: s.args.into_iter().collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::JobKind;
+
+    fn info() -> JobInfo {
+        JobInfo {
+            name: "cleanup".into(),
+            description: String::new(),
+            kind: JobKind::Single,
+            default_schedule: "15 3 * * *".into(),
+            default_timezone: "UTC".into(),
+            capabilities: vec![],
+        }
+    }
+
+    #[test]
+    fn job_settings_override_defaults_and_describe() {
+        let c = Config::parse(
+            r#"
+            [defaults]
+            timeout_secs = 60
+            [jobs.cleanup]
+            schedule = "* * * * *"
+            database = "read-write"
+            args = { retention_days = "7" }
+            "#,
+        )
+        .unwrap();
+        let j = c.job(&info()).unwrap();
+        assert_eq!(j.schedule, "* * * * *");
+        assert_eq!(j.timezone, "UTC");
+        assert_eq!(j.database, DbAccess::ReadWrite);
+        assert_eq!(j.limits.timeout, Duration::from_secs(60));
+        assert_eq!(j.args, vec![("retention_days".to_string(), "7".to_string())]);
+        // Grants are never implied.
+        let j = Config::default().job(&info()).unwrap();
+        assert_eq!(j.database, DbAccess::None);
+        assert_eq!(j.schedule, "15 3 * * *");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_job_named() {
+        let e = Config::parse("[jobs.cleanup]\nschedule = \"61 * * * *\"\n").unwrap_err();
+        assert!(e.contains("cleanup") && e.contains("minute"), "{e}");
+        let e = Config::parse("[jobs.cleanup]\ntimezone = \"Mars/Olympus\"\n").unwrap_err();
+        assert!(e.contains("Mars/Olympus"), "{e}");
+        let e = Config::parse("[jobs.cleanup]\nschedul = \"* * * * *\"\n").unwrap_err();
+        assert!(e.contains("unknown field"), "{e}");
+        let e = Config::parse("[jobs.cleanup]\noverlap = \"sometimes\"\n").unwrap_err();
+        assert!(e.contains("overlap policy"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let c = Config { base_dir: PathBuf::from("/etc/sundial"), ..Config::default() };
+        assert_eq!(c.resolve_url("sqlite://data.db"), "sqlite:///etc/sundial/data.db");
+        assert_eq!(c.resolve_url("sqlite:///var/data.db"), "sqlite:///var/data.db");
+        assert_eq!(c.resolve(Path::new("jobs")), PathBuf::from("/etc/sundial/jobs"));
+    }
+}

@@ -1,0 +1,200 @@
+//! Wiring: a running [`Host`] is the store, the runtime and the actors.
+//!
+//! Must be started inside an actix `System` (the binary does that; tests use
+//! `#[actix_rt::test]`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::actors::loader::{GetSupervisor, LoadAll, LoadSummary, LoaderError, LoaderSetup};
+use crate::actors::repository::{GetGlobalEnabled, MarkCrashed};
+use crate::actors::supervisor::{RunNow, RunRejected};
+use crate::actors::{Loader, Repository, Scheduler};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, DEFAULT_DATABASE, DEFAULT_JOBS_DIR};
+use crate::model::{RunArgs, RunReport};
+use crate::runtime::{Runtime, RuntimeError};
+use crate::store::appdb::AppDb;
+use crate::store::{Store, StoreError};
+
+/// Errors starting or using a host.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The runtime could not start.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The jobs directory is unusable.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// The application database URL is invalid.
+    #[error("invalid application database url {url:?}")]
+    AppDb {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// No loaded job has this name.
+    #[error("unknown job {name:?}{hint}")]
+    UnknownJob {
+        /// The name asked for.
+        name: String,
+        /// What is known instead.
+        hint: String,
+    },
+    /// The overlap gate refused the run.
+    #[error(transparent)]
+    Rejected(#[from] RunRejected),
+    /// An actor stopped.
+    #[error("host actor unavailable: {0}")]
+    Mailbox(#[from] MailboxError),
+    /// The execution ended without a report (the host is shutting down).
+    #[error("the execution was abandoned while the host stopped")]
+    Abandoned,
+}
+
+/// Everything needed to start a host.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// Parsed configuration (paths in it resolve against its directory).
+    pub config: Config,
+    /// Sundial's database URL; overrides the configuration.
+    pub database_url: Option<String>,
+    /// The jobs directory; overrides the configuration.
+    pub jobs_dir: Option<PathBuf>,
+    /// Whether to run the scheduler (false for one-shot commands).
+    pub schedule: bool,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// This host's name in execution rows.
+    pub node: String,
+}
+
+impl HostOptions {
+    /// Options from a configuration, with the system clock.
+    pub fn new(config: Config) -> Self {
+        HostOptions {
+            config,
+            database_url: None,
+            jobs_dir: None,
+            schedule: true,
+            clock: Arc::new(SystemClock),
+            node: node_name(),
+        }
+    }
+
+    /// The effective database URL.
+    pub fn database_url(&self) -> String {
+        match (&self.database_url, &self.config.database) {
+            (Some(url), _) => url.clone(),
+            (None, Some(url)) => self.config.resolve_url(url),
+            (None, None) => self.config.resolve_url(DEFAULT_DATABASE),
+        }
+    }
+
+    /// The effective application database URL (defaults to Sundial's own).
+    pub fn app_database_url(&self) -> String {
+        match &self.config.app_database {
+            Some(url) => self.config.resolve_url(url),
+            None => self.database_url(),
+        }
+    }
+
+    /// The effective jobs directory.
+    pub fn jobs_dir(&self) -> PathBuf {
+        match (&self.jobs_dir, &self.config.jobs_dir) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) => self.config.resolve(d),
+            (None, None) => self.config.resolve(std::path::Path::new(DEFAULT_JOBS_DIR)),
+        }
+    }
+}
+
+/// `hostname:pid`, the name this host writes into execution rows.
+pub fn node_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// A running host.
+pub struct Host {
+    /// The store (for read-only interfaces).
+    pub store: Store,
+    /// The repository actor.
+    pub repo: Addr<Repository>,
+    /// The scheduler, if scheduling.
+    pub scheduler: Option<Addr<Scheduler>>,
+    /// The loader.
+    pub loader: Addr<Loader>,
+    /// The runtime.
+    pub runtime: Runtime,
+    /// What loading the jobs directory found.
+    pub loaded: LoadSummary,
+}
+
+impl Host {
+    /// Opens the store, marks executions a dead host left running as crashed,
+    /// loads the jobs directory and (if asked) starts scheduling.
+    pub async fn start(options: HostOptions) -> Result<Host, HostError> {
+        let store = Store::open(&options.database_url()).await?;
+        let repo = Repository::new(store.clone()).start();
+        if options.schedule {
+            let crashed = repo.send(MarkCrashed {}).await??;
+            if crashed > 0 {
+                tracing::warn!(count = crashed, "executions left running by a previous host marked crashed");
+            }
+        }
+        let app_url = options.app_database_url();
+        let app_db = AppDb::open(&app_url).map_err(|source| HostError::AppDb { url: app_url, source })?;
+        let runtime = Runtime::new(options.clock.clone())?;
+        let scheduler = if options.schedule {
+            let enabled = repo.send(GetGlobalEnabled {}).await??;
+            Some(Scheduler::new(repo.clone(), options.clock.clone(), enabled).start())
+        } else {
+            None
+        };
+        let loader = Loader::new(LoaderSetup {
+            dir: options.jobs_dir(),
+            config: Arc::new(options.config.clone()),
+            runtime: runtime.clone(),
+            repo: repo.clone(),
+            scheduler: scheduler.clone(),
+            app_db: Some(app_db),
+            clock: options.clock.clone(),
+            node: options.node.clone(),
+        })
+        .start();
+        let loaded = loader.send(LoadAll).await??;
+        Ok(Host { store, repo, scheduler, loader, runtime, loaded })
+    }
+
+    /// Runs a job now and waits for the end of the execution.
+    pub async fn run_now(&self, job: &str, args: RunArgs) -> Result<RunReport, HostError> {
+        let Some(supervisor) = self.loader.send(GetSupervisor { name: job.to_string() }).await? else {
+            let hint = if self.loaded.loaded.is_empty() {
+                " (no jobs are loaded)".to_string()
+            } else {
+                format!(" (loaded jobs: {})", self.loaded.loaded.join(", "))
+            };
+            return Err(HostError::UnknownJob { name: job.to_string(), hint });
+        };
+        let started = supervisor.send(RunNow { args }).await??;
+        started.done.await.map_err(|_| HostError::Abandoned)
+    }
+
+    /// Stops the actor system's use of the store.
+    pub async fn stop(self) {
+        self.store.close().await;
+    }
+}

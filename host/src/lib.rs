@@ -1,0 +1,35 @@
+//! Sundial: an embeddable, actor-based runtime for scheduled background jobs
+//! whose logic ships as sandboxed WebAssembly components.
+//!
+//! Start with [`host::Host`]: it opens the [`store`], starts the
+//! [`runtime`] (wasmtime) and the [`actors`] (scheduler, one supervisor per
+//! job, repository, loader), and loads every `*.wasm` in the jobs directory.
+//!
+//! ```no_run
+//! use sundial::config::Config;
+//! use sundial::host::{Host, HostOptions};
+//! use sundial::model::RunArgs;
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! let mut options = HostOptions::new(Config::load(None)?);
+//! options.schedule = false; // one-shot: no scheduler
+//! let host = Host::start(options).await?;
+//! let report = host.run_now("cleanup", RunArgs::default()).await?;
+//! println!("{}: {:?}", report.status, report.summary);
+//! # Ok(()) }
+//! ```
+//!
+//! Layout: `runtime/` knows wasmtime and nothing of actix; `actors/` knows
+//! actix and nothing of wasmtime internals; `store/` owns all SQL;
+//! `schedule/` is the pure crontab and time-zone logic.
+
+pub mod actors;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod host;
+pub mod model;
+pub mod runtime;
+pub mod schedule;
+pub mod store;

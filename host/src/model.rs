@@ -1,0 +1,523 @@
+//! Domain types shared by the store, the runtime and the actors.
+//!
+//! Every closed set (statuses, triggers, error classes, policies) is an enum
+//! with `Display`/`FromStr` matching its database text, so no bare strings
+//! cross a boundary.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// An error parsing one of the closed sets below from text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {value:?} (expected one of: {expected})")]
+pub struct ParseEnumError {
+    kind: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+/// Implements `as_str`, `Display`, `FromStr` and serde as the given texts.
+macro_rules! text_enum {
+    ($name:ident, $kind:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $name {
+            /// The text used in the database, the API and configuration.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $name {
+            type Err = ParseEnumError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(ParseEnumError {
+                        kind: $kind,
+                        value: s.to_string(),
+                        expected: concat!($($text, " "),+),
+                    }),
+                }
+            }
+        }
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// The database id of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub i64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The database id of an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExecutionId(pub i64);
+
+impl fmt::Display for ExecutionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where an execution is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExecutionStatus {
+    /// Due, waiting for a slot.
+    Queued,
+    /// The guest is running.
+    Running,
+    /// Finished without error (every item ok or skipped).
+    Succeeded,
+    /// Finished, but some items failed.
+    Partial,
+    /// The guest returned an error, trapped, or the host failed.
+    Failed,
+    /// Not run: overlap, precondition (guest `skip`), or disabled.
+    Skipped,
+    /// The deadline passed.
+    TimedOut,
+    /// An operator cancelled it.
+    Cancelled,
+    /// The host died while it ran.
+    Crashed,
+}
+
+text_enum!(ExecutionStatus, "execution status", {
+    Queued => "queued",
+    Running => "running",
+    Succeeded => "succeeded",
+    Partial => "partial",
+    Failed => "failed",
+    Skipped => "skipped",
+    TimedOut => "timed_out",
+    Cancelled => "cancelled",
+    Crashed => "crashed",
+});
+
+impl ExecutionStatus {
+    /// Whether the execution has ended.
+    pub fn is_final(self) -> bool {
+        !matches!(self, ExecutionStatus::Queued | ExecutionStatus::Running)
+    }
+}
+
+/// Why an execution was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// The cron schedule fired.
+    Schedule,
+    /// An operator asked (CLI, API, UI).
+    Manual,
+    /// A retry of a failed attempt.
+    Retry,
+    /// A fire missed while the host was down.
+    CatchUp,
+}
+
+text_enum!(Trigger, "trigger", {
+    Schedule => "schedule",
+    Manual => "manual",
+    Retry => "retry",
+    CatchUp => "catch-up",
+});
+
+/// The class of a failure, kept apart so the host can decide by matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The guest said a precondition is not met.
+    Skip,
+    /// The guest returned a retryable error.
+    Retryable,
+    /// The guest returned a fatal error.
+    Fatal,
+    /// The guest trapped (panic, unreachable, out of bounds, stack overflow).
+    Trap,
+    /// The guest hit its memory limit.
+    Memory,
+    /// The deadline passed.
+    Timeout,
+    /// Cancelled by an operator.
+    Cancelled,
+    /// The host failed (database, IO, component load).
+    Host,
+    /// The run was skipped because another execution of the job was running.
+    Overlap,
+    /// The host died while the execution ran.
+    Crash,
+}
+
+text_enum!(ErrorClass, "error class", {
+    Skip => "skip",
+    Retryable => "retryable",
+    Fatal => "fatal",
+    Trap => "trap",
+    Memory => "memory",
+    Timeout => "timeout",
+    Cancelled => "cancelled",
+    Host => "host",
+    Overlap => "overlap",
+    Crash => "crash",
+});
+
+/// Single-shot or item job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// One `run` per execution.
+    Single,
+    /// The host pages items and runs each one.
+    Items,
+}
+
+text_enum!(JobKind, "job kind", {
+    Single => "single",
+    Items => "items",
+});
+
+/// Database access granted to (or requested by) a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DbAccess {
+    /// No access.
+    None,
+    /// Reads only, enforced by the database.
+    ReadOnly,
+    /// Reads and writes.
+    ReadWrite,
+}
+
+text_enum!(DbAccess, "database access", {
+    None => "none",
+    ReadOnly => "read-only",
+    ReadWrite => "read-write",
+});
+
+/// A capability a job requests in `describe`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "value")]
+pub enum Capability {
+    /// The application database.
+    Database(DbAccess),
+    /// Outbound HTTP to a host.
+    Http(String),
+    /// Private key-value state.
+    KeyValue,
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Capability::Database(a) => write!(f, "database:{a}"),
+            Capability::Http(h) => write!(f, "http:{h}"),
+            Capability::KeyValue => f.write_str("key-value"),
+        }
+    }
+}
+
+/// What a job says about itself (from `describe`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobInfo {
+    /// Unique name.
+    pub name: String,
+    /// One line for operators.
+    pub description: String,
+    /// Single-shot or item job.
+    pub kind: JobKind,
+    /// Default cron expression.
+    pub default_schedule: String,
+    /// Default IANA zone.
+    pub default_timezone: String,
+    /// Requested capabilities.
+    pub capabilities: Vec<Capability>,
+}
+
+/// What to do with a fire while the previous execution still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OverlapPolicy {
+    /// Record the fire as skipped (like APScheduler's `max_instances=1`).
+    #[default]
+    Skip,
+    /// Keep one fire waiting and run it when the current one ends.
+    QueueOne,
+    /// Run concurrently.
+    Allow,
+}
+
+text_enum!(OverlapPolicy, "overlap policy", {
+    Skip => "skip",
+    QueueOne => "queue-one",
+    Allow => "allow",
+});
+
+/// What to do with fires missed while the host was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MisfirePolicy {
+    /// Drop them; count them as missed.
+    Skip,
+    /// Run once, for the latest missed instant, as a catch-up.
+    #[default]
+    Once,
+    /// Run each of them (at most a bounded number).
+    All,
+}
+
+text_enum!(MisfirePolicy, "misfire policy", {
+    Skip => "skip",
+    Once => "once",
+    All => "all",
+});
+
+/// Operator arguments of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunArgs {
+    /// The local date to run for (`YYYY-MM-DD`), for backfills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    /// Process at most this many items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// Commit nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Free-form `key=value` arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<(String, String)>,
+}
+
+/// What an execution tells the guest about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunContext {
+    /// The execution's id.
+    pub execution_id: ExecutionId,
+    /// The job's name.
+    pub job_name: String,
+    /// The instant the execution stands for.
+    pub scheduled_for: DateTime<Utc>,
+    /// The job's IANA zone.
+    pub timezone: String,
+    /// Why it started.
+    pub trigger: Trigger,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Operator arguments.
+    pub args: RunArgs,
+}
+
+/// A job as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobRecord {
+    /// Database id.
+    pub id: JobId,
+    /// Unique name.
+    pub name: String,
+    /// One line for operators.
+    pub description: String,
+    /// Single-shot or item job.
+    pub kind: JobKind,
+    /// Effective cron expression.
+    pub schedule: String,
+    /// Effective IANA zone.
+    pub timezone: String,
+    /// Whether the scheduler fires it.
+    pub enabled: bool,
+    /// When an execution last started.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// The next scheduled fire.
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// The last scheduled instant handled (fired, skipped or missed): the next
+    /// fire is computed from it, never from "now".
+    pub last_scheduled_for: Option<DateTime<Utc>>,
+    /// sha256 of the current component.
+    pub component_digest: Option<String>,
+    /// Version number of the current component (1, 2, ...).
+    pub component_version: Option<i64>,
+    /// Why the latest file for this job was rejected, if it was.
+    pub load_error: Option<String>,
+}
+
+/// An execution as the store knows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExecutionRecord {
+    /// Database id.
+    pub id: ExecutionId,
+    /// The job's id.
+    pub job_id: JobId,
+    /// The job's name.
+    pub job_name: String,
+    /// Why it started.
+    pub trigger: Trigger,
+    /// The instant it stands for.
+    pub scheduled_for: DateTime<Utc>,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    /// The first attempt, for retries.
+    pub parent_id: Option<ExecutionId>,
+    /// Where it is.
+    pub status: ExecutionStatus,
+    /// When the guest was called.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// sha256 of the component it ran.
+    pub component_digest: Option<String>,
+    /// Version number of the component it ran.
+    pub component_version: Option<i64>,
+    /// The host that ran it.
+    pub node: Option<String>,
+    /// Items seen (item jobs).
+    pub items_total: i64,
+    /// Items that succeeded.
+    pub items_ok: i64,
+    /// Items skipped.
+    pub items_skipped: i64,
+    /// Items failed.
+    pub items_failed: i64,
+    /// Rows the job reported changed.
+    pub changed: i64,
+    /// Class of the failure, if any.
+    pub error_class: Option<ErrorClass>,
+    /// Message of the failure or skip reason, if any.
+    pub error_message: Option<String>,
+    /// The job's own summary.
+    pub summary: Option<String>,
+    /// Captured logs (bounded).
+    pub logs: String,
+    /// Whether logs were cut at the cap.
+    pub logs_truncated: bool,
+    /// Operator arguments.
+    pub args: RunArgs,
+}
+
+/// A failed or skipped item, with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemProblem {
+    /// The item's key.
+    pub key: String,
+    /// Failure class (skip for skipped items).
+    pub class: ErrorClass,
+    /// Reason or error message.
+    pub message: String,
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// Final status.
+    pub status: ExecutionStatus,
+    /// Class of the failure or skip.
+    pub error_class: Option<ErrorClass>,
+    /// Message of the failure or skip.
+    pub error_message: Option<String>,
+    /// The job's own summary.
+    pub summary: Option<String>,
+    /// Rows changed (or that would have been, in a dry run).
+    pub changed: u64,
+    /// Items seen.
+    pub items_total: u64,
+    /// Items that succeeded.
+    pub items_ok: u64,
+    /// Items skipped.
+    pub items_skipped: u64,
+    /// Items failed.
+    pub items_failed: u64,
+    /// Failed and skipped items (bounded).
+    pub problems: Vec<ItemProblem>,
+    /// Problems beyond the bound.
+    pub problems_dropped: u64,
+    /// Captured logs and output.
+    pub logs: String,
+    /// Whether the logs were cut.
+    pub logs_truncated: bool,
+}
+
+/// Failed/skipped items kept per execution; the rest are counted.
+pub const MAX_ITEM_PROBLEMS: usize = 1000;
+
+impl RunReport {
+    pub(crate) fn new(status: ExecutionStatus) -> Self {
+        RunReport {
+            status,
+            error_class: None,
+            error_message: None,
+            summary: None,
+            changed: 0,
+            items_total: 0,
+            items_ok: 0,
+            items_skipped: 0,
+            items_failed: 0,
+            problems: Vec::new(),
+            problems_dropped: 0,
+            logs: String::new(),
+            logs_truncated: false,
+        }
+    }
+
+    /// A report for an execution the host could not run.
+    pub fn host_failure(message: String) -> Self {
+        let mut r = RunReport::new(ExecutionStatus::Failed);
+        r.error_class = Some(ErrorClass::Host);
+        r.error_message = Some(message);
+        r
+    }
+
+    pub(crate) fn fail(&mut self, status: ExecutionStatus, class: ErrorClass, message: String) {
+        self.status = status;
+        self.error_class = Some(class);
+        self.error_message = Some(message);
+    }
+
+    pub(crate) fn problem(&mut self, key: String, class: ErrorClass, message: String) {
+        if self.problems.len() < MAX_ITEM_PROBLEMS {
+            self.problems.push(ItemProblem { key, class, message });
+        } else {
+            self.problems_dropped += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_round_trip_through_text() {
+        for s in [
+            ExecutionStatus::Queued,
+            ExecutionStatus::Running,
+            ExecutionStatus::Succeeded,
+            ExecutionStatus::Partial,
+            ExecutionStatus::Failed,
+            ExecutionStatus::Skipped,
+            ExecutionStatus::TimedOut,
+            ExecutionStatus::Cancelled,
+            ExecutionStatus::Crashed,
+        ] {
+            assert_eq!(s.as_str().parse::<ExecutionStatus>().unwrap(), s);
+        }
+        assert_eq!("catch-up".parse::<Trigger>().unwrap(), Trigger::CatchUp);
+        let err = "sometimes".parse::<OverlapPolicy>().unwrap_err().to_string();
+        assert!(err.contains("unknown overlap policy \"sometimes\""), "{err}");
+        assert!(err.contains("queue-one"), "{err}");
+    }
+}

@@ -1,0 +1,397 @@
+//! Running one execution: a fresh store, the guest call(s), and a report that
+//! keeps the failure classes apart (guest error, trap, timeout, host failure).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use super::Runtime;
+use super::bindings::{Job, types as wit};
+use super::component::ComponentVersion;
+use super::host::{CancelToken, HostFailure, HostState, Interrupt, LOG_CAP_BYTES, Limiter, LogBuffer, Progress};
+use crate::model::{ErrorClass, ExecutionStatus, RunContext, RunReport, Trigger};
+use crate::store::appdb::AppSession;
+
+/// Per-execution limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock deadline for the whole execution, guest and host calls.
+    pub timeout: Duration,
+    /// Linear memory the guest may use.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { timeout: Duration::from_secs(300), memory_bytes: 256 << 20 }
+    }
+}
+
+/// Everything one execution needs besides the component.
+pub struct Invocation {
+    /// What the guest is told.
+    pub ctx: RunContext,
+    /// Deadline and memory.
+    pub limits: Limits,
+    /// The application database session, if one is configured.
+    pub db: Option<AppSession>,
+    /// Set by an operator to stop the execution.
+    pub cancel: CancelToken,
+    /// Live progress for the actor side.
+    pub progress: Arc<Progress>,
+}
+
+/// A store for one execution, its deadline armed.
+pub(crate) fn new_store(
+    rt: &Runtime,
+    job_name: &str,
+    execution_id: i64,
+    timeout: Duration,
+    memory_bytes: usize,
+    db: Option<AppSession>,
+    progress: Arc<Progress>,
+) -> Store<HostState> {
+    new_store_with(rt, job_name, execution_id, Instant::now() + timeout, memory_bytes, db, progress, CancelToken::new())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_store_with(
+    rt: &Runtime,
+    job_name: &str,
+    execution_id: i64,
+    deadline: Instant,
+    memory_bytes: usize,
+    db: Option<AppSession>,
+    progress: Arc<Progress>,
+    cancel: CancelToken,
+) -> Store<HostState> {
+    // Deny by default: no preopened directories, no environment, no
+    // arguments, no network, stdin closed; stdout/stderr captured with a cap.
+    let stdout = MemoryOutputPipe::new(LOG_CAP_BYTES);
+    let stderr = MemoryOutputPipe::new(LOG_CAP_BYTES);
+    let wasi = WasiCtxBuilder::new()
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let state = HostState {
+        wasi,
+        table: Default::default(),
+        limiter: Limiter { max_memory_bytes: memory_bytes, max_table_elements: 1_000_000, memory_limit_hit: false },
+        job_name: job_name.to_string(),
+        execution_id,
+        clock: rt.inner.clock.clone(),
+        deadline,
+        cancel,
+        interrupt: None,
+        io: rt.io(),
+        db,
+        logs: LogBuffer::default(),
+        progress,
+        stdout,
+        stderr,
+    };
+    let mut store = Store::new(&rt.inner.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    // Check deadline and cancellation on every epoch tick.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let state = ctx.data_mut();
+        if state.cancel.is_cancelled() {
+            state.interrupt = Some(Interrupt::Cancelled);
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        if Instant::now() >= state.deadline {
+            state.interrupt = Some(Interrupt::Timeout);
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        Ok(UpdateDeadline::Continue(1))
+    });
+    store
+}
+
+fn wit_context(ctx: &RunContext) -> wit::Context {
+    wit::Context {
+        execution_id: ctx.execution_id.0,
+        job_name: ctx.job_name.clone(),
+        scheduled_for: ctx.scheduled_for.timestamp_millis(),
+        timezone: ctx.timezone.clone(),
+        trigger: match ctx.trigger {
+            Trigger::Schedule => wit::Trigger::Schedule,
+            Trigger::Manual => wit::Trigger::Manual,
+            Trigger::Retry => wit::Trigger::Retry,
+            Trigger::CatchUp => wit::Trigger::CatchUp,
+        },
+        attempt: ctx.attempt,
+        date: ctx.args.date.clone(),
+        limit: ctx.args.limit,
+        dry_run: ctx.args.dry_run,
+        args: ctx.args.args.clone(),
+    }
+}
+
+/// Classifies a failed guest call from the error and what the store saw.
+fn classify(err: &wasmtime::Error, state: &HostState, timeout: Duration) -> (ExecutionStatus, ErrorClass, String) {
+    match state.interrupt {
+        Some(Interrupt::Timeout) => {
+            return (
+                ExecutionStatus::TimedOut,
+                ErrorClass::Timeout,
+                format!("deadline of {} exceeded", humantime(timeout)),
+            );
+        }
+        Some(Interrupt::Cancelled) => {
+            return (ExecutionStatus::Cancelled, ErrorClass::Cancelled, "cancelled by an operator".into());
+        }
+        None => {}
+    }
+    if state.limiter.memory_limit_hit {
+        return (
+            ExecutionStatus::Failed,
+            ErrorClass::Memory,
+            format!("memory limit of {} MiB exceeded", state.limiter.max_memory_bytes >> 20),
+        );
+    }
+    if let Some(h) = err.downcast_ref::<HostFailure>() {
+        return (ExecutionStatus::Failed, ErrorClass::Host, h.to_string());
+    }
+    let mut message = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("guest trapped: {trap}"),
+        None => format!("guest trapped: {err:#}"),
+    };
+    // A Rust guest prints its panic message to stderr before trapping.
+    let stderr = String::from_utf8_lossy(&state.stderr.contents()).to_string();
+    if let Some(panic) = stderr.lines().skip_while(|l| !l.contains("panicked at")).nth(1) {
+        message = format!("{message} (panic: {panic})");
+    }
+    (ExecutionStatus::Failed, ErrorClass::Trap, message)
+}
+
+fn humantime(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+}
+
+fn guest_error(e: wit::JobError) -> (ErrorClass, String) {
+    match e {
+        wit::JobError::Skip(m) => (ErrorClass::Skip, m),
+        wit::JobError::Retryable(m) => (ErrorClass::Retryable, m),
+        wit::JobError::Fatal(m) => (ErrorClass::Fatal, m),
+    }
+}
+
+/// Runs an execution to its end on the current (worker) thread.
+pub(crate) fn execute(rt: &Runtime, version: &ComponentVersion, inv: Invocation) -> RunReport {
+    let Invocation { ctx, limits, db, cancel, progress } = inv;
+    let deadline = Instant::now() + limits.timeout;
+    let mut store =
+        new_store_with(rt, &ctx.job_name, ctx.execution_id.0, deadline, limits.memory_bytes, db, progress, cancel);
+    let wctx = wit_context(&ctx);
+    let mut report = match version.pre.instantiate(&mut store) {
+        Err(e) => RunReport::host_failure(format!("cannot instantiate the component: {e:#}")),
+        Ok(job) => match version.info.kind {
+            crate::model::JobKind::Single => run_single(rt, &mut store, &job, &wctx, limits.timeout),
+            crate::model::JobKind::Items => run_items(rt, version, &mut store, job, &wctx, limits.timeout),
+        },
+    };
+    finish(rt, store, &mut report);
+    report
+}
+
+fn run_single(
+    rt: &Runtime,
+    store: &mut Store<HostState>,
+    job: &Job,
+    ctx: &wit::Context,
+    timeout: Duration,
+) -> RunReport {
+    let dry_run = ctx.dry_run;
+    if dry_run {
+        if let Some(db) = store.data_mut().db.as_mut() {
+            if let Err(e) = rt.block_on(db.begin()) {
+                return RunReport::host_failure(format!("cannot start the dry-run transaction: {e}"));
+            }
+        }
+    }
+    let mut report = RunReport::new(ExecutionStatus::Succeeded);
+    match job.call_run(&mut *store, ctx) {
+        Ok(Ok(outcome)) => {
+            report.changed = outcome.changed;
+            report.summary = outcome.message;
+        }
+        Ok(Err(e)) => {
+            let (class, message) = guest_error(e);
+            let status = if class == ErrorClass::Skip { ExecutionStatus::Skipped } else { ExecutionStatus::Failed };
+            report.fail(status, class, message);
+        }
+        Err(e) => {
+            let (status, class, message) = classify(&e, store.data(), timeout);
+            report.fail(status, class, message);
+        }
+    }
+    report
+}
+
+fn run_items(
+    rt: &Runtime,
+    version: &ComponentVersion,
+    store: &mut Store<HostState>,
+    job: Job,
+    ctx: &wit::Context,
+    timeout: Duration,
+) -> RunReport {
+    let mut report = RunReport::new(ExecutionStatus::Succeeded);
+    let mut job = job;
+    let mut cursor: Option<String> = None;
+    let limit = ctx.limit.unwrap_or(u64::MAX);
+    'pages: loop {
+        if report.items_total >= limit {
+            break;
+        }
+        // Reading the page runs in a transaction that is always rolled back.
+        with_db(rt, store, |db| Box::pin(db.begin()));
+        let page = job.call_items(&mut *store, ctx, cursor.as_deref());
+        with_db(rt, store, |db| Box::pin(db.rollback()));
+        let page = match page {
+            Ok(Ok(page)) => page,
+            Ok(Err(e)) => {
+                let (class, message) = guest_error(e);
+                let status = if class == ErrorClass::Skip { ExecutionStatus::Skipped } else { ExecutionStatus::Failed };
+                report.fail(status, class, format!("listing items: {message}"));
+                return report;
+            }
+            Err(e) => {
+                let (status, class, message) = classify(&e, store.data(), timeout);
+                report.fail(status, class, format!("listing items: {message}"));
+                return report;
+            }
+        };
+        for item in page.items {
+            if report.items_total >= limit {
+                break 'pages;
+            }
+            report.items_total += 1;
+            if let Some(e) = with_db(rt, store, |db| Box::pin(db.begin())) {
+                report.items_failed += 1;
+                report.problem(item.key.clone(), ErrorClass::Host, format!("cannot begin a transaction: {e}"));
+                continue;
+            }
+            let result = job.call_run_item(&mut *store, ctx, &item);
+            match result {
+                Ok(Ok(outcome)) => {
+                    let end = if ctx.dry_run {
+                        with_db(rt, store, |db| Box::pin(db.rollback()))
+                    } else {
+                        with_db(rt, store, |db| Box::pin(db.commit()))
+                    };
+                    match end {
+                        None => {
+                            report.items_ok += 1;
+                            report.changed += outcome.changed;
+                        }
+                        Some(e) => {
+                            report.items_failed += 1;
+                            report.problem(item.key, ErrorClass::Host, format!("commit failed: {e}"));
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    with_db(rt, store, |db| Box::pin(db.rollback()));
+                    let (class, message) = guest_error(e);
+                    if class == ErrorClass::Skip {
+                        report.items_skipped += 1;
+                    } else {
+                        report.items_failed += 1;
+                    }
+                    report.problem(item.key, class, message);
+                }
+                Err(e) => {
+                    with_db(rt, store, |db| Box::pin(db.rollback()));
+                    let (status, class, message) = classify(&e, store.data(), timeout);
+                    if matches!(status, ExecutionStatus::TimedOut | ExecutionStatus::Cancelled) {
+                        report.items_failed += 1;
+                        report.problem(item.key, class, message.clone());
+                        report.fail(status, class, message);
+                        return report;
+                    }
+                    report.items_failed += 1;
+                    report.problem(item.key, class, message);
+                    // A trapped instance may not be entered again: continue
+                    // with a fresh instance in the same store.
+                    match version.pre.instantiate(&mut *store) {
+                        Ok(fresh) => job = fresh,
+                        Err(e) => {
+                            report.fail(
+                                ExecutionStatus::Failed,
+                                ErrorClass::Host,
+                                format!("cannot re-instantiate after a trap: {e:#}"),
+                            );
+                            return report;
+                        }
+                    }
+                }
+            }
+            let p = &store.data().progress;
+            p.done.store(report.items_total, std::sync::atomic::Ordering::Relaxed);
+        }
+        cursor = match page.next_cursor {
+            Some(c) => Some(c),
+            None => break,
+        };
+    }
+    if report.items_failed > 0 {
+        let status = if report.items_ok == 0 && report.items_skipped == 0 {
+            ExecutionStatus::Failed
+        } else {
+            ExecutionStatus::Partial
+        };
+        let message = format!("{} of {} items failed", report.items_failed, report.items_total);
+        report.fail(status, ErrorClass::Fatal, message);
+    }
+    report.summary = Some(format!(
+        "{} items: {} ok, {} skipped, {} failed{}",
+        report.items_total,
+        report.items_ok,
+        report.items_skipped,
+        report.items_failed,
+        if ctx.dry_run { " (dry run: nothing committed)" } else { "" }
+    ));
+    report
+}
+
+type DbFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), crate::store::appdb::AppDbError>> + 'a>>;
+
+/// Runs a transaction-control call on the session, if there is one; returns the error.
+fn with_db(
+    rt: &Runtime,
+    store: &mut Store<HostState>,
+    f: impl for<'a> FnOnce(&'a mut AppSession) -> DbFuture<'a>,
+) -> Option<crate::store::appdb::AppDbError> {
+    let db = store.data_mut().db.as_mut()?;
+    rt.block_on(f(db)).err()
+}
+
+/// Closes the database session and moves captured output into the report.
+fn finish(rt: &Runtime, mut store: Store<HostState>, report: &mut RunReport) {
+    let state = store.data_mut();
+    if let Some(db) = state.db.take() {
+        rt.block_on(db.close());
+    }
+    let mut logs = std::mem::take(&mut state.logs);
+    for (name, pipe) in [("STDOUT", &state.stdout), ("STDERR", &state.stderr)] {
+        let out = pipe.contents();
+        if !out.is_empty() {
+            for line in String::from_utf8_lossy(&out).lines() {
+                logs.push(name, line);
+            }
+        }
+    }
+    report.logs = logs.text;
+    report.logs_truncated = logs.truncated;
+}

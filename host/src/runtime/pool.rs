@@ -1,0 +1,82 @@
+//! A cached pool of worker threads for guest execution and compilation.
+//!
+//! Guests are CPU work with unbounded duration (until their deadline), so the
+//! pool grows when every worker is busy instead of queueing behind a runaway
+//! guest; idle workers exit after a minute. Concurrency limits belong to the
+//! supervisors, not here.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+type Task = Box<dyn FnOnce() + Send + 'static>;
+
+const IDLE_EXIT: Duration = Duration::from_secs(60);
+
+pub(crate) struct WorkerPool {
+    name: &'static str,
+    tx: Mutex<Sender<Task>>,
+    rx: Arc<Mutex<Receiver<Task>>>,
+    idle: Arc<AtomicUsize>,
+}
+
+impl WorkerPool {
+    pub(crate) fn new(name: &'static str) -> Self {
+        let (tx, rx) = channel();
+        WorkerPool { name, tx: Mutex::new(tx), rx: Arc::new(Mutex::new(rx)), idle: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    /// Runs `f` on a worker; the future resolves with its result, or `Err` if
+    /// the worker panicked.
+    pub(crate) fn run<R, F>(&self, f: F) -> tokio::sync::oneshot::Receiver<R>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let task: Task = Box::new(move || {
+            let _ = done.send(f());
+        });
+        if self.idle.load(Ordering::SeqCst) == 0 {
+            self.spawn_worker();
+        }
+        if let Ok(tx) = self.tx.lock() {
+            // The receiver lives as long as the pool, so sending cannot fail.
+            let _ = tx.send(task);
+        }
+        result
+    }
+
+    fn spawn_worker(&self) {
+        let rx = self.rx.clone();
+        let idle = self.idle.clone();
+        idle.fetch_add(1, Ordering::SeqCst);
+        let spawned = std::thread::Builder::new().name(self.name.to_string()).spawn(move || {
+            loop {
+                let next = match rx.lock() {
+                    Ok(rx) => rx.recv_timeout(IDLE_EXIT),
+                    Err(_) => Err(RecvTimeoutError::Disconnected),
+                };
+                match next {
+                    Ok(task) => {
+                        idle.fetch_sub(1, Ordering::SeqCst);
+                        // A panicking task drops its result sender, which the
+                        // caller sees as an error; the worker lives on.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(task));
+                        idle.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => {
+                        idle.fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        });
+        if spawned.is_err() {
+            self.idle.fetch_sub(1, Ordering::SeqCst);
+            tracing::error!("cannot spawn a runtime worker thread; tasks will wait for a free worker");
+        }
+    }
+}

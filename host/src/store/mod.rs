@@ -1,0 +1,552 @@
+//! Persistence of Sundial's own tables. All of the runtime's SQL lives here.
+//!
+//! SQLite by default: a file, WAL, and one writer connection (SQLite allows one
+//! writer at a time anyway; a single pooled writer turns lock contention into
+//! an in-process queue instead of `SQLITE_BUSY`), plus a few reader
+//! connections. Instants are stored as fixed-width RFC 3339 UTC text
+//! (`2026-11-22T07:00:00.000Z`) so they compare and sort as text and the unique
+//! key on scheduled instants sees one spelling per instant.
+
+pub mod appdb;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::model::{
+    ErrorClass, ExecutionId, ExecutionRecord, ExecutionStatus, JobId, JobKind, JobRecord, RunArgs, RunReport, Trigger,
+};
+
+/// Errors of the runtime's store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL is malformed.
+    #[error("invalid database url {url:?}")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database could not be opened.
+    #[error("cannot open database {url:?}")]
+    Open {
+        /// The URL given.
+        url: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Migrations failed.
+    #[error("cannot migrate database {url:?}")]
+    Migrate {
+        /// The URL given.
+        url: String,
+        /// Why.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed.
+    #[error("database error while {action}")]
+    Query {
+        /// What the store was doing.
+        action: &'static str,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A stored value could not be read back.
+    #[error("corrupt value in column {column}: {message}")]
+    Corrupt {
+        /// Column.
+        column: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// No such job.
+    #[error("unknown job {0:?}")]
+    UnknownJob(String),
+}
+
+fn q(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { action, source }
+}
+
+/// Formats an instant the one way the store writes instants.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn parse_ts(column: &'static str, s: &str) -> Result<DateTime<Utc>, StoreError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+        .map(|n| n.and_utc())
+        .map_err(|e| StoreError::Corrupt { column, message: format!("{s:?}: {e}") })
+}
+
+fn opt_ts(row: &SqliteRow, column: &'static str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let v: Option<String> = row.try_get(column).map_err(q("reading a row"))?;
+    v.map(|s| parse_ts(column, &s)).transpose()
+}
+
+fn parse_enum<T: FromStr>(column: &'static str, s: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| StoreError::Corrupt { column, message: e.to_string() })
+}
+
+/// A job's definition as the loader and configuration make it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDefinition {
+    /// Unique name.
+    pub name: String,
+    /// One line for operators.
+    pub description: String,
+    /// Single or items.
+    pub kind: JobKind,
+    /// Effective cron expression.
+    pub schedule: String,
+    /// Effective zone.
+    pub timezone: String,
+    /// Whether configuration enables it. `None` keeps the stored switch (an
+    /// operator's enable/disable survives restarts); new jobs start enabled.
+    pub enabled: Option<bool>,
+    /// sha256 of the component.
+    pub digest: String,
+}
+
+/// A new execution row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewExecution {
+    /// The job.
+    pub job_id: JobId,
+    /// Why.
+    pub trigger: Trigger,
+    /// The instant it stands for.
+    pub scheduled_for: DateTime<Utc>,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    /// The first attempt, for retries.
+    pub parent_id: Option<ExecutionId>,
+    /// Initial status: `running`, `queued`, or `skipped` for a fire recorded as skipped.
+    pub status: ExecutionStatus,
+    /// Component digest.
+    pub digest: Option<String>,
+    /// Component version.
+    pub version: Option<i64>,
+    /// This host.
+    pub node: String,
+    /// Operator arguments.
+    pub args: RunArgs,
+    /// For skipped fires: why.
+    pub skip: Option<(ErrorClass, String)>,
+}
+
+/// The runtime's store (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Store {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if missing) and migrates the database at `url`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|source| StoreError::Url { url: url.to_string(), source })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(|source| StoreError::Open { url: url.to_string(), source })?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&writer)
+            .await
+            .map_err(|source| StoreError::Migrate { url: url.to_string(), source })?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(|source| StoreError::Open { url: url.to_string(), source })?;
+        let store = Store { writer, reader };
+        let now = ts(Utc::now());
+        sqlx::query(
+            "INSERT INTO scheduler_settings (id, is_enabled, created_at, updated_at) VALUES (1, 1, $1, $1)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&now)
+        .execute(&store.writer)
+        .await
+        .map_err(q("creating the scheduler settings"))?;
+        Ok(store)
+    }
+
+    /// Closes the pools.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    /// The global scheduler switch.
+    pub async fn global_enabled(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT is_enabled FROM scheduler_settings WHERE id = 1")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(q("reading the scheduler switch"))
+    }
+
+    /// Sets the global scheduler switch.
+    pub async fn set_global_enabled(&self, enabled: bool) -> Result<(), StoreError> {
+        sqlx::query("UPDATE scheduler_settings SET is_enabled = $1, updated_at = $2 WHERE id = 1")
+            .bind(enabled)
+            .bind(ts(Utc::now()))
+            .execute(&self.writer)
+            .await
+            .map_err(q("setting the scheduler switch"))?;
+        Ok(())
+    }
+
+    /// Registers a job or updates its definition. The component version
+    /// increases whenever the digest changes.
+    pub async fn upsert_job(&self, def: &JobDefinition) -> Result<JobRecord, StoreError> {
+        let now = ts(Utc::now());
+        sqlx::query(
+            "INSERT INTO jobs (name, description, job_type, schedule, timezone, is_enabled,
+                               component_digest, component_version, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, COALESCE($6, 1), $7, 1, $8, $8)
+             ON CONFLICT (name) DO UPDATE SET
+                description = excluded.description,
+                job_type = excluded.job_type,
+                is_enabled = COALESCE($6, jobs.is_enabled),
+                component_version = CASE
+                    WHEN jobs.component_digest IS excluded.component_digest THEN jobs.component_version
+                    ELSE COALESCE(jobs.component_version, 0) + 1 END,
+                component_digest = excluded.component_digest,
+                -- A changed schedule or zone starts a new series from now on.
+                last_scheduled_for = CASE
+                    WHEN jobs.schedule = excluded.schedule AND jobs.timezone = excluded.timezone
+                    THEN jobs.last_scheduled_for ELSE NULL END,
+                schedule = excluded.schedule,
+                timezone = excluded.timezone,
+                load_error = NULL,
+                updated_at = excluded.updated_at",
+        )
+        .bind(&def.name)
+        .bind(&def.description)
+        .bind(def.kind.as_str())
+        .bind(&def.schedule)
+        .bind(&def.timezone)
+        .bind(def.enabled)
+        .bind(&def.digest)
+        .bind(&now)
+        .execute(&self.writer)
+        .await
+        .map_err(q("registering a job"))?;
+        self.get_job(&def.name).await?.ok_or_else(|| StoreError::UnknownJob(def.name.clone()))
+    }
+
+    /// Records why the latest file of a job was rejected (or clears it).
+    pub async fn set_load_error(&self, name: &str, error: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET load_error = $2, updated_at = $3 WHERE name = $1")
+            .bind(name)
+            .bind(error)
+            .bind(ts(Utc::now()))
+            .execute(&self.writer)
+            .await
+            .map_err(q("recording a load error"))?;
+        Ok(())
+    }
+
+    /// All jobs, by name.
+    pub async fn list_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM jobs ORDER BY name").fetch_all(&self.reader).await.map_err(q("listing jobs"))?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// One job by name.
+    pub async fn get_job(&self, name: &str) -> Result<Option<JobRecord>, StoreError> {
+        // Read through the writer so a caller sees its own writes at once.
+        let row = sqlx::query("SELECT * FROM jobs WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(q("reading a job"))?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// Enables or disables a job.
+    pub async fn set_job_enabled(&self, name: &str, enabled: bool) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE jobs SET is_enabled = $2, updated_at = $3 WHERE name = $1")
+            .bind(name)
+            .bind(enabled)
+            .bind(ts(Utc::now()))
+            .execute(&self.writer)
+            .await
+            .map_err(q("switching a job"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UnknownJob(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Records the last scheduled instant handled and the next fire.
+    pub async fn advance_schedule(
+        &self,
+        job: JobId,
+        last_scheduled_for: DateTime<Utc>,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET last_scheduled_for = $2, next_run_at = $3, updated_at = $4 WHERE id = $1")
+            .bind(job.0)
+            .bind(ts(last_scheduled_for))
+            .bind(next_run_at.map(ts))
+            .bind(ts(Utc::now()))
+            .execute(&self.writer)
+            .await
+            .map_err(q("advancing a schedule"))?;
+        Ok(())
+    }
+
+    /// Records the next fire without moving the last scheduled instant.
+    pub async fn set_next_run(&self, job: JobId, next_run_at: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET next_run_at = $2 WHERE id = $1")
+            .bind(job.0)
+            .bind(next_run_at.map(ts))
+            .execute(&self.writer)
+            .await
+            .map_err(q("recording the next run"))?;
+        Ok(())
+    }
+
+    /// Inserts an execution row. Returns `None` if this scheduled instant of the
+    /// job already has one (the unique key): the fire was handled before.
+    pub async fn create_execution(&self, new: &NewExecution) -> Result<Option<ExecutionId>, StoreError> {
+        let now = Utc::now();
+        let final_status = new.status.is_final();
+        let args = serde_json::to_string(&new.args).unwrap_or_else(|_| "{}".into());
+        let (class, message) = match &new.skip {
+            Some((c, m)) => (Some(c.as_str()), Some(m.as_str())),
+            None => (None, None),
+        };
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO job_executions (job_id, trigger, scheduled_for, attempt, parent_id, status,
+                 started_at, completed_at, component_digest, component_version, node, error_class,
+                 error_message, args, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)
+             ON CONFLICT DO NOTHING
+             RETURNING id",
+        )
+        .bind(new.job_id.0)
+        .bind(new.trigger.as_str())
+        .bind(ts(new.scheduled_for))
+        .bind(new.attempt)
+        .bind(new.parent_id.map(|p| p.0))
+        .bind(new.status.as_str())
+        .bind((new.status == ExecutionStatus::Running).then(|| ts(now)))
+        .bind(final_status.then(|| ts(now)))
+        .bind(&new.digest)
+        .bind(new.version)
+        .bind(&new.node)
+        .bind(class)
+        .bind(message)
+        .bind(args)
+        .bind(ts(now))
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(q("creating an execution"))?;
+        if id.is_some() && new.status == ExecutionStatus::Running {
+            sqlx::query("UPDATE jobs SET last_run_at = $2 WHERE id = $1")
+                .bind(new.job_id.0)
+                .bind(ts(now))
+                .execute(&self.writer)
+                .await
+                .map_err(q("recording the last run"))?;
+        }
+        Ok(id.map(ExecutionId))
+    }
+
+    /// Records how an execution ended, with its failed and skipped items.
+    pub async fn finish_execution(&self, id: ExecutionId, report: &RunReport) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(q("finishing an execution"))?;
+        sqlx::query(
+            "UPDATE job_executions SET status = $2, completed_at = $3, items_total = $4, items_ok = $5,
+                 items_skipped = $6, items_failed = $7, changed = $8, error_class = $9, error_message = $10,
+                 summary = $11, logs = $12, logs_truncated = $13, updated_at = $3
+             WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(report.status.as_str())
+        .bind(ts(Utc::now()))
+        .bind(report.items_total as i64)
+        .bind(report.items_ok as i64)
+        .bind(report.items_skipped as i64)
+        .bind(report.items_failed as i64)
+        .bind(report.changed as i64)
+        .bind(report.error_class.map(|c| c.as_str()))
+        .bind(&report.error_message)
+        .bind(&report.summary)
+        .bind(&report.logs)
+        .bind(report.logs_truncated)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("finishing an execution"))?;
+        for p in &report.problems {
+            let outcome = if p.class == ErrorClass::Skip { "skipped" } else { "failed" };
+            sqlx::query(
+                "INSERT INTO execution_items (execution_id, item_key, outcome, error_class, message)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(id.0)
+            .bind(&p.key)
+            .bind(outcome)
+            .bind(p.class.as_str())
+            .bind(&p.message)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("recording item outcomes"))?;
+        }
+        tx.commit().await.map_err(q("finishing an execution"))?;
+        Ok(())
+    }
+
+    /// Marks executions left `running` or `queued` by a host that died as
+    /// `crashed`. Returns how many.
+    pub async fn mark_crashed(&self) -> Result<u64, StoreError> {
+        let now = ts(Utc::now());
+        let done = sqlx::query(
+            "UPDATE job_executions SET status = 'crashed', error_class = 'crash',
+                 error_message = 'the host stopped while this execution ran', completed_at = $1, updated_at = $1
+             WHERE status IN ('running', 'queued')",
+        )
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(q("marking crashed executions"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// The newest executions of a job, newest first, before `before` if given.
+    pub async fn list_executions(
+        &self,
+        job: &str,
+        limit: u32,
+        before: Option<ExecutionId>,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.*, j.name AS job_name FROM job_executions e JOIN jobs j ON j.id = e.job_id
+             WHERE j.name = $1 AND ($2 IS NULL OR e.id < $2)
+             ORDER BY e.id DESC LIMIT $3",
+        )
+        .bind(job)
+        .bind(before.map(|b| b.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await
+        .map_err(q("listing executions"))?;
+        rows.iter().map(execution_from_row).collect()
+    }
+
+    /// One execution.
+    pub async fn get_execution(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT e.*, j.name AS job_name FROM job_executions e JOIN jobs j ON j.id = e.job_id WHERE e.id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(q("reading an execution"))?;
+        row.as_ref().map(execution_from_row).transpose()
+    }
+
+    /// Failed and skipped items of an execution: `(key, outcome, class, message)`.
+    pub async fn execution_items(&self, id: ExecutionId) -> Result<Vec<(String, String, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT item_key, outcome, error_class, message FROM execution_items WHERE execution_id = $1
+             ORDER BY rowid LIMIT 1000",
+        )
+        .bind(id.0)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(q("reading execution items"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(q("reading execution items"))?,
+                    r.try_get(1).map_err(q("reading execution items"))?,
+                    r.try_get(2).map_err(q("reading execution items"))?,
+                    r.try_get(3).map_err(q("reading execution items"))?,
+                ))
+            })
+            .collect()
+    }
+}
+
+fn job_from_row(r: &SqliteRow) -> Result<JobRecord, StoreError> {
+    let g = |c: &'static str| -> Result<String, StoreError> { r.try_get(c).map_err(q("reading a job")) };
+    Ok(JobRecord {
+        id: JobId(r.try_get("id").map_err(q("reading a job"))?),
+        name: g("name")?,
+        description: g("description")?,
+        kind: parse_enum("job_type", &g("job_type")?)?,
+        schedule: g("schedule")?,
+        timezone: g("timezone")?,
+        enabled: r.try_get("is_enabled").map_err(q("reading a job"))?,
+        last_run_at: opt_ts(r, "last_run_at")?,
+        next_run_at: opt_ts(r, "next_run_at")?,
+        last_scheduled_for: opt_ts(r, "last_scheduled_for")?,
+        component_digest: r.try_get("component_digest").map_err(q("reading a job"))?,
+        component_version: r.try_get("component_version").map_err(q("reading a job"))?,
+        load_error: r.try_get("load_error").map_err(q("reading a job"))?,
+    })
+}
+
+fn execution_from_row(r: &SqliteRow) -> Result<ExecutionRecord, StoreError> {
+    let e = q("reading an execution");
+    let get_i = |c: &'static str| -> Result<i64, StoreError> { r.try_get(c).map_err(q("reading an execution")) };
+    let status: String = r.try_get("status").map_err(e)?;
+    let trigger: String = r.try_get("trigger").map_err(q("reading an execution"))?;
+    let class: Option<String> = r.try_get("error_class").map_err(q("reading an execution"))?;
+    let scheduled: String = r.try_get("scheduled_for").map_err(q("reading an execution"))?;
+    let args: String = r.try_get("args").map_err(q("reading an execution"))?;
+    Ok(ExecutionRecord {
+        id: ExecutionId(get_i("id")?),
+        job_id: JobId(get_i("job_id")?),
+        job_name: r.try_get("job_name").map_err(q("reading an execution"))?,
+        trigger: parse_enum("trigger", &trigger)?,
+        scheduled_for: parse_ts("scheduled_for", &scheduled)?,
+        attempt: get_i("attempt")?,
+        parent_id: r.try_get::<Option<i64>, _>("parent_id").map_err(q("reading an execution"))?.map(ExecutionId),
+        status: parse_enum("status", &status)?,
+        started_at: opt_ts(r, "started_at")?,
+        finished_at: opt_ts(r, "completed_at")?,
+        component_digest: r.try_get("component_digest").map_err(q("reading an execution"))?,
+        component_version: r.try_get("component_version").map_err(q("reading an execution"))?,
+        node: r.try_get("node").map_err(q("reading an execution"))?,
+        items_total: get_i("items_total")?,
+        items_ok: get_i("items_ok")?,
+        items_skipped: get_i("items_skipped")?,
+        items_failed: get_i("items_failed")?,
+        changed: get_i("changed")?,
+        error_class: class.map(|c| parse_enum("error_class", &c)).transpose()?,
+        error_message: r.try_get("error_message").map_err(q("reading an execution"))?,
+        summary: r.try_get("summary").map_err(q("reading an execution"))?,
+        logs: r.try_get("logs").map_err(q("reading an execution"))?,
+        logs_truncated: r.try_get("logs_truncated").map_err(q("reading an execution"))?,
+        args: serde_json::from_str(&args).unwrap_or_default(),
+    })
+}

@@ -1,0 +1,43 @@
+//! Test fixture: an item job over the demo `users` table. Each user is
+//! recorded in `processed`; users whose id is a multiple of 5 fail after
+//! writing (so their write must be rolled back), multiples of 7 are skipped,
+//! and id 11 traps.
+
+use sundial_guest::{Context, Item, ItemJob, JobError, JobInfo, Outcome, Page, db};
+
+struct FlakyItems;
+
+const PAGE: usize = 7;
+
+impl ItemJob for FlakyItems {
+    fn info() -> JobInfo {
+        JobInfo::new("flaky-items", "Per-item isolation fixture", "0 0 1 1 *").read_write_database()
+    }
+
+    fn items(_ctx: &Context, cursor: Option<&str>) -> Result<Page, JobError> {
+        db::execute("CREATE TABLE IF NOT EXISTS processed (user_id INTEGER PRIMARY KEY)", &[])?;
+        let after: i64 = cursor.map(|c| c.parse().unwrap_or(0)).unwrap_or(0);
+        let rows = db::query(
+            "SELECT id FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+            &[after.into(), (PAGE as i64).into()],
+        )?;
+        Ok(Page::from_rows(rows, PAGE))
+    }
+
+    fn run_item(_ctx: &Context, item: &Item) -> Result<Outcome, JobError> {
+        let id = item.get(0).as_i64().ok_or_else(|| JobError::fatal("no id"))?;
+        if id % 7 == 0 {
+            return Err(JobError::skip("multiple of seven"));
+        }
+        db::execute("INSERT INTO processed (user_id) VALUES ($1)", &[id.into()])?;
+        if id == 11 {
+            core::arch::wasm32::unreachable();
+        }
+        if id % 5 == 0 {
+            return Err(JobError::fatal(format!("user {id} failed after writing")));
+        }
+        Ok(Outcome::changed(1))
+    }
+}
+
+sundial_guest::export_item_job!(FlakyItems);
