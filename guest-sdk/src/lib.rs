@@ -55,6 +55,7 @@ pub use types::{Capability, Context, DbAccess, Item, JobError, JobInfo, Outcome,
 /// Generated bindings. Not part of the public API: use the traits, types and
 /// functions at the crate root instead.
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments, missing_docs)]
 pub mod __bindings {
     wit_bindgen::generate!({
         path: "../wit",

@@ -211,10 +211,10 @@ impl Config {
             if s.timeout_secs == Some(0) {
                 return Err(err("timeout_secs must be at least 1".into()));
             }
-            if let Some(m) = s.memory_mib {
-                if !(1..=65_536).contains(&m) {
-                    return Err(err(format!("memory_mib must be between 1 and 65536, got {m}")));
-                }
+            if let Some(m) = s.memory_mib
+                && !(1..=65_536).contains(&m)
+            {
+                return Err(err(format!("memory_mib must be between 1 and 65536, got {m}")));
             }
             if s.max_attempts == Some(0) {
                 return Err(err("max_attempts must be at least 1".into()));

@@ -10,6 +10,7 @@ use actix::prelude::*;
 
 use crate::actors::loader::{GetSupervisor, LoadAll, LoadSummary, LoaderError, LoaderSetup};
 use crate::actors::repository::{GetGlobalEnabled, MarkCrashed};
+use crate::actors::scheduler::Shutdown;
 use crate::actors::supervisor::{RunNow, RunRejected};
 use crate::actors::{Loader, Repository, Scheduler};
 use crate::clock::{Clock, SystemClock};
@@ -193,8 +194,13 @@ impl Host {
         started.done.await.map_err(|_| HostError::Abandoned)
     }
 
-    /// Stops the actor system's use of the store.
+    /// Stops firing and closes the store. Executions still running finish on
+    /// their worker threads, but their outcome is no longer recorded; the next
+    /// host marks them crashed.
     pub async fn stop(self) {
+        if let Some(s) = &self.scheduler {
+            let _ = s.send(Shutdown).await;
+        }
         self.store.close().await;
     }
 }

@@ -156,7 +156,7 @@ fn build_jobs(args: &[String]) -> anyhow::Result<()> {
     }
     for (crates, _) in &mut sets {
         if !only.is_empty() {
-            crates.retain(|(n, _)| only.iter().any(|o| *o == n));
+            crates.retain(|(n, _)| only.contains(&n));
         }
     }
     let packages: Vec<&str> = sets.iter().flat_map(|(c, _)| c.iter().map(|(n, _)| n.as_str())).collect();

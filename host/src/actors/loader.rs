@@ -78,10 +78,10 @@ impl Loader {
         job: JobRecord,
     ) -> Result<String, String> {
         let name = job.name.clone();
-        if let Some((_, owner)) = self.supervisors.get(&name) {
-            if owner != &path {
-                return Err(format!("job {name:?} is already provided by {}", owner.display()));
-            }
+        if let Some((_, owner)) = self.supervisors.get(&name)
+            && owner != &path
+        {
+            return Err(format!("job {name:?} is already provided by {}", owner.display()));
         }
         let version_no = job.component_version.unwrap_or(1);
         let supervisor = match self.supervisors.get(&name) {

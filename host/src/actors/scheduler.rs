@@ -69,11 +69,11 @@ pub fn plan_due(schedule: &Schedule, first_due: DateTime<Utc>, now: DateTime<Utc
     match policy {
         MisfirePolicy::Skip => {}
         MisfirePolicy::Once => {
-            if on_time.is_empty() {
-                if let Some(t) = late.last() {
-                    fires.push((*t, Trigger::CatchUp));
-                    missed -= 1;
-                }
+            if on_time.is_empty()
+                && let Some(t) = late.last()
+            {
+                fires.push((*t, Trigger::CatchUp));
+                missed -= 1;
             }
         }
         MisfirePolicy::All => {
@@ -129,8 +129,7 @@ impl Scheduler {
     /// Fires everything due and re-arms the timer.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = self.clock.now();
-        loop {
-            let Some((due, name)) = self.queue.first().cloned() else { break };
+        while let Some((due, name)) = self.queue.first().cloned() {
             if due > now {
                 break;
             }
@@ -204,10 +203,10 @@ impl Handler<RegisterJob> for Scheduler {
             }
         };
         let name = msg.job.name.clone();
-        if let Some(old) = self.jobs.remove(&name) {
-            if let Some(t) = old.next {
-                self.queue.remove(&(t, name.clone()));
-            }
+        if let Some(old) = self.jobs.remove(&name)
+            && let Some(t) = old.next
+        {
+            self.queue.remove(&(t, name.clone()));
         }
         self.jobs.insert(
             name.clone(),
@@ -297,6 +296,22 @@ impl Handler<GetNextFires> for Scheduler {
         let mut v: Vec<_> = self.jobs.iter().map(|(n, e)| (n.clone(), e.next, e.missed)).collect();
         v.sort();
         v
+    }
+}
+
+/// Sent when the host stops: stop firing. Running executions are not touched.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        if let Some(h) = self.timer.take() {
+            ctx.cancel_future(h);
+        }
+        ctx.stop();
     }
 }
 

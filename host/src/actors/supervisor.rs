@@ -132,10 +132,11 @@ impl JobSupervisor {
 
     /// Records a fire that the overlap gate turned away.
     fn record_skip(&self, req: &StartRequest, active: ExecutionId) {
+        // Id 0: the running execution's row is being written right now.
         let message = if active.0 > 0 {
             format!("execution {active} of this job is still running (overlap policy skip)")
         } else {
-            "another execution of this job is starting (overlap policy skip)".to_string()
+            "an earlier execution of this job is still running (overlap policy skip)".to_string()
         };
         tracing::info!(job = %self.job.name, scheduled_for = %req.scheduled_for, "{message}");
         let new = self.new_execution(req, ExecutionStatus::Skipped, Some((ErrorClass::Overlap, message)));
@@ -272,10 +273,10 @@ impl JobSupervisor {
     }
 
     fn start_queued(&mut self, ctx: &mut Context<Self>) {
-        if self.busy().is_none() {
-            if let Some(next) = self.queued.take() {
-                self.start(next, ctx);
-            }
+        if self.busy().is_none()
+            && let Some(next) = self.queued.take()
+        {
+            self.start(next, ctx);
         }
     }
 }

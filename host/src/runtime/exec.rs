@@ -96,9 +96,14 @@ fn new_store_with(
         stdout,
         stderr,
     };
+    store_for(rt, state)
+}
+
+/// Wraps execution state in a new store: memory limit, and deadline and
+/// cancellation checked on every epoch tick.
+fn store_for(rt: &Runtime, state: HostState) -> Store<HostState> {
     let mut store = Store::new(&rt.inner.engine, state);
     store.limiter(|s| &mut s.limiter);
-    // Check deadline and cancellation on every epoch tick.
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
         let state = ctx.data_mut();
@@ -113,6 +118,19 @@ fn new_store_with(
         Ok(UpdateDeadline::Continue(1))
     });
     store
+}
+
+/// After a trap neither the instance nor its store may be entered again: move
+/// the execution's state (database session, logs, output, progress) into a
+/// fresh store with a fresh instance.
+fn fresh_instance(rt: &Runtime, version: &ComponentVersion, store: &mut Store<HostState>) -> wasmtime::Result<Job> {
+    let placeholder = new_store(rt, "", 0, Duration::ZERO, 0, None, Progress::new());
+    let old = std::mem::replace(store, placeholder);
+    let mut state = old.into_data();
+    state.table = Default::default();
+    state.limiter.memory_limit_hit = false;
+    *store = store_for(rt, state);
+    version.pre.instantiate(&mut *store)
 }
 
 fn wit_context(ctx: &RunContext) -> wit::Context {
@@ -174,7 +192,7 @@ fn classify(err: &wasmtime::Error, state: &HostState, timeout: Duration) -> (Exe
 
 fn humantime(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 fn guest_error(e: wit::JobError) -> (ErrorClass, String) {
@@ -211,12 +229,11 @@ fn run_single(
     timeout: Duration,
 ) -> RunReport {
     let dry_run = ctx.dry_run;
-    if dry_run {
-        if let Some(db) = store.data_mut().db.as_mut() {
-            if let Err(e) = rt.block_on(db.begin()) {
-                return RunReport::host_failure(format!("cannot start the dry-run transaction: {e}"));
-            }
-        }
+    if dry_run
+        && let Some(db) = store.data_mut().db.as_mut()
+        && let Err(e) = rt.block_on(db.begin())
+    {
+        return RunReport::host_failure(format!("cannot start the dry-run transaction: {e}"));
     }
     let mut report = RunReport::new(ExecutionStatus::Succeeded);
     match job.call_run(&mut *store, ctx) {
@@ -322,8 +339,8 @@ fn run_items(
                     report.items_failed += 1;
                     report.problem(item.key, class, message);
                     // A trapped instance may not be entered again: continue
-                    // with a fresh instance in the same store.
-                    match version.pre.instantiate(&mut *store) {
+                    // with a fresh instance in a fresh store.
+                    match fresh_instance(rt, version, store) {
                         Ok(fresh) => job = fresh,
                         Err(e) => {
                             report.fail(

@@ -389,7 +389,7 @@ mod tests {
 
     #[test]
     fn local_time_conversions_follow_the_dst_policy() {
-        let tokyo = to_local(1_795_384_800_000, "Asia/Tokyo").unwrap(); // 2026-11-22T20:00Z
+        let tokyo = to_local(1_795_377_600_000, "Asia/Tokyo").unwrap(); // 2026-11-22T20:00Z
         assert_eq!((tokyo.year, tokyo.month, tokyo.day, tokyo.hour), (2026, 11, 23, 5));
         assert_eq!(tokyo.weekday, 1);
         assert_eq!(tokyo.offset_seconds, 9 * 3600);

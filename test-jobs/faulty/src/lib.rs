@@ -1,6 +1,6 @@
 //! Test fixture: a single-shot job that misbehaves on request. The operator
 //! argument `mode` picks the behaviour: `ok` (default), `fatal`, `retryable`,
-//! `skip`, `trap` (wasm `unreachable`), `panic`, `loop` (never returns),
+//! `skip`, `trap` (abort: wasm `unreachable`), `panic`, `loop` (never returns),
 //! `memory` (allocates until it hits the limit), `print` (writes to stdout).
 
 use sundial_guest::{Context, Job, JobError, JobInfo, Outcome, log};
@@ -20,7 +20,7 @@ impl Job for Faulty {
             "fatal" => Err(JobError::fatal("the fixture failed on purpose")),
             "retryable" => Err(JobError::retryable("try again later")),
             "skip" => Err(JobError::skip("not enough reports")),
-            "trap" => core::arch::wasm32::unreachable(),
+            "trap" => std::process::abort(),
             "panic" => panic!("fixture panicked on purpose"),
             "loop" => {
                 let mut x: u64 = 0;

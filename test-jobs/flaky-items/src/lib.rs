@@ -1,5 +1,5 @@
 //! Test fixture: an item job over the demo `users` table. Each user is
-//! recorded in `processed`; users whose id is a multiple of 5 fail after
+//! recorded in `processed` (created by the test); users whose id is a multiple of 5 fail after
 //! writing (so their write must be rolled back), multiples of 7 are skipped,
 //! and id 11 traps.
 
@@ -15,7 +15,6 @@ impl ItemJob for FlakyItems {
     }
 
     fn items(_ctx: &Context, cursor: Option<&str>) -> Result<Page, JobError> {
-        db::execute("CREATE TABLE IF NOT EXISTS processed (user_id INTEGER PRIMARY KEY)", &[])?;
         let after: i64 = cursor.map(|c| c.parse().unwrap_or(0)).unwrap_or(0);
         let rows = db::query(
             "SELECT id FROM users WHERE id > $1 ORDER BY id LIMIT $2",
@@ -31,7 +30,7 @@ impl ItemJob for FlakyItems {
         }
         db::execute("INSERT INTO processed (user_id) VALUES ($1)", &[id.into()])?;
         if id == 11 {
-            core::arch::wasm32::unreachable();
+            std::process::abort();
         }
         if id % 5 == 0 {
             return Err(JobError::fatal(format!("user {id} failed after writing")));

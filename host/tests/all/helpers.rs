@@ -1,0 +1,155 @@
+//! Helpers that make each test read in a few lines: real components built
+//! from the repo's guest crates (once per test run), a real SQLite file in a
+//! temporary directory, and a host started on it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sundial::clock::{Clock, ManualClock};
+use sundial::config::Config;
+use sundial::host::{Host, HostOptions};
+use sundial::model::ExecutionRecord;
+use sundial::store::Store;
+use tempfile::TempDir;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Builds every job and fixture component once per test process and returns
+/// the path of `name` (crate name, e.g. "cleanup" or "flaky-items").
+pub fn wasm(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["run", "--quiet", "--package", "xtask", "--", "build-jobs", "--fixtures"])
+            .current_dir(root())
+            .status()
+            .expect("run cargo xtask build-jobs");
+        assert!(status.success(), "building the job components failed");
+    });
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    for dir in ["target/sundial-jobs", "target/sundial-test-jobs"] {
+        let p = root().join(dir).join(&file);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("no component {file} was built");
+}
+
+/// A temporary directory with a jobs directory, a database and a config.
+pub struct Env {
+    pub dir: TempDir,
+    pub config: String,
+    pub clock: Option<ManualClock>,
+}
+
+impl Env {
+    /// An environment whose jobs directory holds the named components.
+    pub fn new(jobs: &[&str]) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("jobs")).unwrap();
+        for j in jobs {
+            let src = wasm(j);
+            std::fs::copy(&src, dir.path().join("jobs").join(src.file_name().unwrap())).unwrap();
+        }
+        Env { dir, config: String::new(), clock: None }
+    }
+
+    /// Appends configuration text (sundial.toml syntax).
+    pub fn config(mut self, text: &str) -> Env {
+        self.config.push_str(text);
+        self.config.push('\n');
+        self
+    }
+
+    /// Uses a manual clock starting at `start` (RFC 3339).
+    pub fn clock(mut self, start: &str) -> Env {
+        self.clock = Some(ManualClock::new(t(start)));
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn db_url(&self) -> String {
+        format!("sqlite://{}", self.path().join("sundial.db").display())
+    }
+
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.path().join("jobs")
+    }
+
+    /// Host options for this environment.
+    pub fn options(&self, schedule: bool) -> HostOptions {
+        let mut config = Config::parse(&self.config).expect("valid test config");
+        config.base_dir = self.path().to_path_buf();
+        let mut o = HostOptions::new(config);
+        o.database_url = Some(self.db_url());
+        o.jobs_dir = Some(self.jobs_dir());
+        o.schedule = schedule;
+        if let Some(c) = &self.clock {
+            o.clock = Arc::new(c.clone()) as Arc<dyn Clock>;
+        }
+        o
+    }
+
+    /// Starts a host (scheduling or one-shot).
+    pub async fn host(&self, schedule: bool) -> Host {
+        Host::start(self.options(schedule)).await.expect("host starts")
+    }
+
+    /// Seeds the demo application data (in the same SQLite file) as of `now`.
+    pub async fn seed_demo(&self, users: u64, now: DateTime<Utc>) -> sundial::demo::DemoCounts {
+        let db = sundial::store::appdb::AppDb::open(&self.db_url()).unwrap();
+        sundial::demo::seed(db.pool(), users, now).await.unwrap()
+    }
+
+    /// A direct connection to the (application) database.
+    pub async fn sql(&self) -> sqlx::SqlitePool {
+        sqlx::SqlitePool::connect(&self.db_url()).await.unwrap()
+    }
+}
+
+pub fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// Polls `f` until it returns `Some`, for at most 30 s of real time (work on
+/// worker threads finishing, not time passing in the schedule).
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `job` has `n` finished executions and returns them, oldest first.
+pub async fn finished_executions(store: &Store, job: &str, n: usize) -> Vec<ExecutionRecord> {
+    eventually(&format!("{n} finished executions of {job}"), || async {
+        let mut v = store.list_executions(job, 100, None).await.unwrap();
+        v.reverse();
+        (v.len() >= n && v.iter().all(|e| e.status.is_final())).then_some(v)
+    })
+    .await
+}
+
+/// sha256 of a file, as the host records it.
+pub fn digest(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}

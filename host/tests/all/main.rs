@@ -1,0 +1,20 @@
+//! Host integration tests, on real components built from the repo's guest
+//! crates and real SQLite files.
+//!
+//! Modules:
+//! - `helpers`: building components once, temporary environments, polling.
+//! - `runs`: run-now of the example and fixture jobs; every failure class.
+//! - `scheduling`: fires from a manual clock, exactly once per instant,
+//!   restarts, crash recovery, overlap, retries.
+//! - `items`: the per-item loop: isolation, rollback, limit, dry run.
+//! - `cli`: the `sundial` binary as an operator uses it.
+
+// Test code: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod cli;
+mod items;
+mod runs;
+mod scheduling;

@@ -1,0 +1,211 @@
+//! Fires driven by a manual clock: exactly one execution per scheduled
+//! instant, across restarts; crash recovery; overlap; retries; switches.
+
+use sundial::actors::scheduler::{GetNextFires, SwitchJob, SwitchScheduler, Tick};
+use sundial::host::Host;
+use sundial::model::{ErrorClass, ExecutionStatus, Trigger};
+
+use crate::helpers::*;
+
+/// Moves the clock and lets the scheduler act on it.
+async fn tick_at(env: &Env, host: &Host, at: &str) {
+    env.clock.as_ref().unwrap().set(t(at));
+    let scheduler = host.scheduler.as_ref().unwrap();
+    scheduler.send(Tick).await.unwrap();
+}
+
+/// Waits until the scheduler has processed everything sent to it so far.
+async fn settle(host: &Host) -> Vec<(String, Option<chrono::DateTime<chrono::Utc>>, u64)> {
+    host.scheduler.as_ref().unwrap().send(GetNextFires).await.unwrap()
+}
+
+#[actix_rt::test]
+async fn each_scheduled_instant_runs_once_with_its_digest_even_across_a_restart() {
+    let env = Env::new(&["cleanup"]).clock("2026-11-22T10:00:30Z").config(
+        r#"[jobs.cleanup]
+           schedule = "* * * * *"
+           database = "read-write""#,
+    );
+    env.seed_demo(20, t("2026-11-22T10:00:00Z")).await;
+    let host = env.host(true).await;
+    let next = settle(&host).await;
+    assert_eq!(next, vec![("cleanup".to_string(), Some(t("2026-11-22T10:01:00Z")), 0)]);
+
+    tick_at(&env, &host, "2026-11-22T10:01:00.003Z").await;
+    let first = finished_executions(&host.store, "cleanup", 1).await;
+    tick_at(&env, &host, "2026-11-22T10:02:00.001Z").await;
+    // Ticking again at the same time must not fire the same instant again.
+    tick_at(&env, &host, "2026-11-22T10:02:00.500Z").await;
+    let runs = finished_executions(&host.store, "cleanup", 2).await;
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].id, first[0].id);
+    let wanted = digest(&wasm("cleanup"));
+    for (e, at) in runs.iter().zip(["2026-11-22T10:01:00Z", "2026-11-22T10:02:00Z"]) {
+        assert_eq!((e.trigger, e.status, e.scheduled_for), (Trigger::Schedule, ExecutionStatus::Succeeded, t(at)));
+        assert_eq!(e.component_digest.as_deref(), Some(wanted.as_str()));
+    }
+    host.stop().await;
+
+    // Restart a few seconds later (and once with the clock stepped back):
+    // the 10:02 instant is not fired again; the series continues at 10:03.
+    env.clock.as_ref().unwrap().set(t("2026-11-22T10:01:50Z"));
+    let host = env.host(true).await;
+    assert_eq!(settle(&host).await[0].1, Some(t("2026-11-22T10:03:00Z")));
+    tick_at(&env, &host, "2026-11-22T10:02:10Z").await;
+    tick_at(&env, &host, "2026-11-22T10:03:00Z").await;
+    let runs = finished_executions(&host.store, "cleanup", 3).await;
+    let instants: Vec<_> = runs.iter().map(|e| e.scheduled_for).collect();
+    assert_eq!(instants, vec![t("2026-11-22T10:01:00Z"), t("2026-11-22T10:02:00Z"), t("2026-11-22T10:03:00Z")]);
+}
+
+#[actix_rt::test]
+async fn a_host_down_for_hours_runs_one_catch_up_not_a_burst() {
+    let env = Env::new(&["faulty"]).clock("2026-11-22T09:30:00Z").config(
+        r#"[jobs.faulty]
+           schedule = "0 * * * *""#,
+    );
+    let host = env.host(true).await;
+    settle(&host).await;
+    tick_at(&env, &host, "2026-11-22T10:00:00Z").await;
+    finished_executions(&host.store, "faulty", 1).await;
+    host.stop().await;
+
+    env.clock.as_ref().unwrap().set(t("2026-11-22T13:30:00Z"));
+    let host = env.host(true).await;
+    settle(&host).await;
+    let runs = finished_executions(&host.store, "faulty", 2).await;
+    let (name, next, missed) = settle(&host).await.remove(0);
+    assert_eq!((name.as_str(), next, missed), ("faulty", Some(t("2026-11-22T14:00:00Z")), 2));
+    assert_eq!(runs.len(), 2, "one catch-up for 11:00, 12:00 and 13:00");
+    assert_eq!((runs[1].trigger, runs[1].scheduled_for), (Trigger::CatchUp, t("2026-11-22T13:00:00Z")));
+}
+
+#[actix_rt::test]
+async fn executions_left_running_by_a_dead_host_are_marked_crashed() {
+    let env = Env::new(&["faulty"]).clock("2026-11-22T10:00:00Z");
+    let host = env.host(false).await;
+    let job = host.store.get_job("faulty").await.unwrap().unwrap();
+    let id = host
+        .store
+        .create_execution(&sundial::store::NewExecution {
+            job_id: job.id,
+            trigger: Trigger::Schedule,
+            scheduled_for: t("2026-11-22T09:00:00Z"),
+            attempt: 1,
+            parent_id: None,
+            status: ExecutionStatus::Running,
+            digest: None,
+            version: Some(1),
+            node: "dead-host:1".into(),
+            args: Default::default(),
+            skip: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    host.stop().await;
+
+    let host = env.host(true).await;
+    let e = host.store.get_execution(id).await.unwrap().unwrap();
+    assert_eq!((e.status, e.error_class), (ExecutionStatus::Crashed, Some(ErrorClass::Crash)));
+    assert!(e.finished_at.is_some());
+}
+
+#[actix_rt::test]
+async fn a_fire_during_a_running_execution_is_recorded_as_skipped() {
+    let env = Env::new(&["faulty"]).clock("2026-11-22T10:00:00.500Z").config(
+        r#"[jobs.faulty]
+           schedule = "* * * * * *"
+           timeout_secs = 2
+           args = { mode = "loop" }"#,
+    );
+    let host = env.host(true).await;
+    settle(&host).await;
+    tick_at(&env, &host, "2026-11-22T10:00:01Z").await;
+    eventually("the first execution to be running", || async {
+        let v = host.store.list_executions("faulty", 10, None).await.unwrap();
+        v.iter().any(|e| e.status == ExecutionStatus::Running).then_some(())
+    })
+    .await;
+    tick_at(&env, &host, "2026-11-22T10:00:02Z").await;
+    host.scheduler.as_ref().unwrap().send(SwitchScheduler { enabled: false }).await.unwrap();
+    let runs = finished_executions(&host.store, "faulty", 2).await;
+    assert_eq!(runs[0].status, ExecutionStatus::TimedOut);
+    assert_eq!((runs[1].status, runs[1].error_class), (ExecutionStatus::Skipped, Some(ErrorClass::Overlap)));
+    assert_eq!(runs[1].scheduled_for, t("2026-11-22T10:00:02Z"));
+    assert!(runs[1].error_message.as_deref().unwrap().contains("still running"));
+}
+
+#[actix_rt::test]
+async fn retryable_failures_are_retried_as_linked_attempts() {
+    let env = Env::new(&["faulty"]).clock("2026-11-22T10:00:00Z").config(
+        r#"[jobs.faulty]
+           schedule = "0 * * * *"
+           max_attempts = 3
+           retry_backoff_secs = 0
+           args = { mode = "retryable" }"#,
+    );
+    let host = env.host(true).await;
+    settle(&host).await;
+    tick_at(&env, &host, "2026-11-22T11:00:00Z").await;
+    let runs = finished_executions(&host.store, "faulty", 3).await;
+    let attempts: Vec<_> = runs.iter().map(|e| (e.trigger, e.attempt, e.status)).collect();
+    assert_eq!(
+        attempts,
+        vec![
+            (Trigger::Schedule, 1, ExecutionStatus::Failed),
+            (Trigger::Retry, 2, ExecutionStatus::Failed),
+            (Trigger::Retry, 3, ExecutionStatus::Failed),
+        ]
+    );
+    assert!(runs.iter().all(|e| e.scheduled_for == t("2026-11-22T11:00:00Z")));
+    assert_eq!(runs[1].parent_id, Some(runs[0].id));
+    assert_eq!(runs[2].parent_id, Some(runs[0].id));
+}
+
+#[actix_rt::test]
+async fn fatal_errors_and_skips_are_not_retried() {
+    for m in ["fatal", "skip"] {
+        let env = Env::new(&["faulty"]).clock("2026-11-22T10:00:00Z").config(&format!(
+            r#"[jobs.faulty]
+               schedule = "0 * * * *"
+               max_attempts = 3
+               retry_backoff_secs = 0
+               args = {{ mode = "{m}" }}"#
+        ));
+        let host = env.host(true).await;
+        settle(&host).await;
+        tick_at(&env, &host, "2026-11-22T11:00:00Z").await;
+        finished_executions(&host.store, "faulty", 1).await;
+        // Give a wrongly scheduled retry every chance to show up.
+        let ok = host.run_now("faulty", Default::default()).await;
+        assert!(ok.is_ok());
+        let runs = host.store.list_executions("faulty", 10, None).await.unwrap();
+        assert_eq!(runs.len(), 2, "mode {m}: {runs:?}");
+        assert!(runs.iter().all(|e| e.trigger != Trigger::Retry));
+    }
+}
+
+#[actix_rt::test]
+async fn switches_take_effect_without_restart() {
+    let env = Env::new(&["faulty"]).clock("2026-11-22T10:00:30Z").config(
+        r#"[jobs.faulty]
+           schedule = "* * * * *""#,
+    );
+    let host = env.host(true).await;
+    settle(&host).await;
+    let scheduler = host.scheduler.as_ref().unwrap();
+    assert!(scheduler.send(SwitchJob { name: "faulty".into(), enabled: false }).await.unwrap());
+    tick_at(&env, &host, "2026-11-22T10:01:00Z").await;
+    scheduler.send(SwitchJob { name: "faulty".into(), enabled: true }).await.unwrap();
+    scheduler.send(SwitchScheduler { enabled: false }).await.unwrap();
+    tick_at(&env, &host, "2026-11-22T10:02:00Z").await;
+    scheduler.send(SwitchScheduler { enabled: true }).await.unwrap();
+    tick_at(&env, &host, "2026-11-22T10:03:00Z").await;
+    let runs = finished_executions(&host.store, "faulty", 1).await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].scheduled_for, t("2026-11-22T10:03:00Z"));
+    assert!(host.store.get_job("faulty").await.unwrap().unwrap().enabled);
+    assert!(host.store.global_enabled().await.unwrap());
+    assert!(!scheduler.send(SwitchJob { name: "nope".into(), enabled: false }).await.unwrap());
+}
