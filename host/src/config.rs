@@ -95,6 +95,10 @@ pub struct JobSettings {
     pub max_attempts: Option<u32>,
     /// Base delay before the first retry, in seconds (doubles each time).
     pub retry_backoff_secs: Option<u64>,
+    /// Runs longer than this many seconds are flagged and logged (default 3600).
+    pub expected_duration_secs: Option<u64>,
+    /// Re-run an execution that was cut short by a host crash (default false).
+    pub retry_on_crash: Option<bool>,
     /// Operator arguments passed to every run.
     #[serde(default)]
     pub args: BTreeMap<String, String>,
@@ -115,6 +119,8 @@ impl JobSettings {
             misfire: self.misfire.or(base.misfire),
             max_attempts: self.max_attempts.or(base.max_attempts),
             retry_backoff_secs: self.retry_backoff_secs.or(base.retry_backoff_secs),
+            expected_duration_secs: self.expected_duration_secs.or(base.expected_duration_secs),
+            retry_on_crash: self.retry_on_crash.or(base.retry_on_crash),
             args,
         }
     }
@@ -162,6 +168,10 @@ pub struct JobConfig {
     pub max_attempts: u32,
     /// Base retry delay.
     pub retry_backoff: Duration,
+    /// Runs longer than this are flagged.
+    pub expected_duration: Duration,
+    /// Re-run executions cut short by a crash.
+    pub retry_on_crash: bool,
     /// Operator arguments for every run.
     pub args: Vec<(String, String)>,
 }
@@ -216,6 +226,9 @@ impl Config {
             {
                 return Err(err(format!("memory_mib must be between 1 and 65536, got {m}")));
             }
+            if s.expected_duration_secs == Some(0) {
+                return Err(err("expected_duration_secs must be at least 1".into()));
+            }
             if s.max_attempts == Some(0) {
                 return Err(err("max_attempts must be at least 1".into()));
             }
@@ -266,6 +279,8 @@ impl Config {
             misfire: s.misfire.unwrap_or_default(),
             max_attempts: s.max_attempts.unwrap_or(1),
             retry_backoff: Duration::from_secs(s.retry_backoff_secs.unwrap_or(30)),
+            expected_duration: Duration::from_secs(s.expected_duration_secs.unwrap_or(3600)),
+            retry_on_crash: s.retry_on_crash.unwrap_or(false),
             args: s.args.into_iter().collect(),
         })
     }

@@ -11,11 +11,11 @@ use actix::prelude::*;
 use crate::actors::loader::{GetSupervisor, LoadAll, LoadSummary, LoaderError, LoaderSetup};
 use crate::actors::repository::{GetGlobalEnabled, MarkCrashed};
 use crate::actors::scheduler::Shutdown;
-use crate::actors::supervisor::{RunNow, RunRejected};
+use crate::actors::supervisor::{CancelRun, RetryCrashed, RunNow, RunRejected, RunStarted};
 use crate::actors::{Loader, Repository, Scheduler};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, DEFAULT_DATABASE, DEFAULT_JOBS_DIR};
-use crate::model::{RunArgs, RunReport};
+use crate::model::{ExecutionId, ExecutionRecord, RunArgs, RunReport};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::store::appdb::AppDb;
 use crate::store::{Store, StoreError};
@@ -150,11 +150,10 @@ impl Host {
     pub async fn start(options: HostOptions) -> Result<Host, HostError> {
         let store = Store::open(&options.database_url()).await?;
         let repo = Repository::new(store.clone()).start();
-        if options.schedule {
-            let crashed = repo.send(MarkCrashed {}).await??;
-            if crashed > 0 {
-                tracing::warn!(count = crashed, "executions left running by a previous host marked crashed");
-            }
+        let crashed: Vec<ExecutionRecord> =
+            if options.schedule { repo.send(MarkCrashed {}).await?? } else { Vec::new() };
+        if !crashed.is_empty() {
+            tracing::warn!(count = crashed.len(), "executions left running by a previous host marked crashed");
         }
         let app_url = options.app_database_url();
         let app_db = AppDb::open(&app_url).map_err(|source| HostError::AppDb { url: app_url, source })?;
@@ -177,11 +176,39 @@ impl Host {
         })
         .start();
         let loaded = loader.send(LoadAll).await??;
+        for e in crashed {
+            if let Some(s) = loader.send(GetSupervisor { name: e.job_name.clone() }).await? {
+                s.do_send(RetryCrashed {
+                    id: e.id,
+                    scheduled_for: e.scheduled_for,
+                    attempt: e.attempt,
+                    parent: e.parent_id,
+                    args: e.args,
+                });
+            }
+        }
         Ok(Host { store, repo, scheduler, loader, runtime, loaded })
     }
 
     /// Runs a job now and waits for the end of the execution.
     pub async fn run_now(&self, job: &str, args: RunArgs) -> Result<RunReport, HostError> {
+        let started = self.start_run(job, args).await?;
+        started.done.await.map_err(|_| HostError::Abandoned)
+    }
+
+    /// Asks the job's supervisor to cancel a running execution; returns whether it was
+    /// running on this host. The execution ends `cancelled` within an epoch tick
+    /// of guest code, or when its current host call returns.
+    pub async fn cancel(&self, id: ExecutionId) -> Result<bool, HostError> {
+        let Some(e) = self.store.get_execution(id).await? else { return Ok(false) };
+        match self.loader.send(GetSupervisor { name: e.job_name }).await? {
+            Some(s) => Ok(s.send(CancelRun { id }).await?),
+            None => Ok(false),
+        }
+    }
+
+    /// Starts a run through the job's overlap gate without waiting for it.
+    pub async fn start_run(&self, job: &str, args: RunArgs) -> Result<RunStarted, HostError> {
         let Some(supervisor) = self.loader.send(GetSupervisor { name: job.to_string() }).await? else {
             let hint = if self.loaded.loaded.is_empty() {
                 " (no jobs are loaded)".to_string()
@@ -190,8 +217,7 @@ impl Host {
             };
             return Err(HostError::UnknownJob { name: job.to_string(), hint });
         };
-        let started = supervisor.send(RunNow { args }).await??;
-        started.done.await.map_err(|_| HostError::Abandoned)
+        Ok(supervisor.send(RunNow { args }).await??)
     }
 
     /// Stops firing and closes the store. Executions still running finish on

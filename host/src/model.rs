@@ -354,6 +354,8 @@ pub struct JobRecord {
     pub component_version: Option<i64>,
     /// Why the latest file for this job was rejected, if it was.
     pub load_error: Option<String>,
+    /// Scheduled instants not run because of the misfire policy.
+    pub missed_fires: i64,
 }
 
 /// An execution as the store knows it.
@@ -407,6 +409,8 @@ pub struct ExecutionRecord {
     pub logs_truncated: bool,
     /// Operator arguments.
     pub args: RunArgs,
+    /// Whether it ran longer than the job's expected duration.
+    pub overrun: bool,
 }
 
 /// A failed or skipped item, with its reason.

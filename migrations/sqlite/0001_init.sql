@@ -27,6 +27,9 @@ CREATE TABLE jobs (
     component_digest    TEXT,
     component_version   INTEGER,
     load_error          TEXT,
+    -- Scheduled instants not run because of the misfire policy (host down,
+    -- clock stepped forward), counted so they are visible.
+    missed_fires        INTEGER NOT NULL DEFAULT 0,
     created_at          TEXT NOT NULL,
     updated_at          TEXT NOT NULL
 );
@@ -55,6 +58,8 @@ CREATE TABLE job_executions (
     logs                TEXT NOT NULL DEFAULT '',
     logs_truncated      INTEGER NOT NULL DEFAULT 0,
     args                TEXT NOT NULL DEFAULT '{}',
+    -- Set while running once the execution outlives the job's expected duration.
+    overrun             INTEGER NOT NULL DEFAULT 0,
     created_at          TEXT NOT NULL,
     updated_at          TEXT NOT NULL
 );

@@ -93,8 +93,8 @@ repo_message!(
 
 repo_message!(
     /// Sent by the scheduler: the last handled instant and the next fire.
-    AdvanceSchedule { job: JobId, last_scheduled_for: DateTime<Utc>, next_run_at: Option<DateTime<Utc>> } -> (),
-    |store, msg| store.advance_schedule(msg.job, msg.last_scheduled_for, msg.next_run_at).await
+    AdvanceSchedule { job: JobId, last_scheduled_for: DateTime<Utc>, next_run_at: Option<DateTime<Utc>>, missed: u64 } -> (),
+    |store, msg| store.advance_schedule(msg.job, msg.last_scheduled_for, msg.next_run_at, msg.missed).await
 );
 
 repo_message!(
@@ -117,9 +117,16 @@ repo_message!(
 );
 
 repo_message!(
-    /// Sent at start: executions a dead host left running become `crashed`.
-    MarkCrashed {} -> u64,
+    /// Sent at start: executions a dead host left running become `crashed`;
+    /// replies with them.
+    MarkCrashed {} -> Vec<ExecutionRecord>,
     |store, msg| store.mark_crashed().await
+);
+
+repo_message!(
+    /// Sent by a supervisor: an execution outlived the job's expected duration.
+    FlagOverrun { id: ExecutionId } -> (),
+    |store, msg| store.flag_overrun(msg.id).await
 );
 
 repo_message!(

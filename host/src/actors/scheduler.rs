@@ -147,7 +147,13 @@ impl Scheduler {
                         "missed scheduled instants (host down or clock stepped)");
                 }
             }
-            self.repo.do_send(AdvanceSchedule { job: entry.id, last_scheduled_for: plan.last, next_run_at: plan.next });
+            let missed = if self.enabled && entry.enabled { plan.missed } else { 0 };
+            self.repo.do_send(AdvanceSchedule {
+                job: entry.id,
+                last_scheduled_for: plan.last,
+                next_run_at: plan.next,
+                missed,
+            });
             self.set_next(&name, plan.next);
         }
         self.arm(ctx);

@@ -20,7 +20,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use super::repository::{CreateExecution, FinishExecution, Repository};
+use super::repository::{CreateExecution, FinishExecution, FlagOverrun, Repository};
 use crate::clock::Clock;
 use crate::config::JobConfig;
 use crate::model::{
@@ -74,6 +74,7 @@ struct StartRequest {
     parent: Option<ExecutionId>,
     args: RunArgs,
     done: Option<oneshot::Sender<RunReport>>,
+    created: Option<oneshot::Sender<ExecutionId>>,
 }
 
 impl JobSupervisor {
@@ -192,7 +193,10 @@ impl JobSupervisor {
         }));
     }
 
-    fn launch(&mut self, id: ExecutionId, req: StartRequest, ctx: &mut Context<Self>) {
+    fn launch(&mut self, id: ExecutionId, mut req: StartRequest, ctx: &mut Context<Self>) {
+        if let Some(created) = req.created.take() {
+            let _ = created.send(id);
+        }
         let cancel = CancelToken::new();
         let progress = Progress::new();
         self.active.insert(id, (cancel.clone(), progress.clone()));
@@ -219,6 +223,14 @@ impl JobSupervisor {
         };
         tracing::info!(job = %self.job.name, execution = %id, trigger = %req.trigger, attempt = req.attempt,
             version = self.version_no, "execution started");
+        ctx.run_later(self.config.expected_duration, move |act, _| {
+            if act.active.contains_key(&id) {
+                tracing::warn!(job = %act.job.name, execution = %id,
+                    expected_secs = act.config.expected_duration.as_secs(),
+                    "execution is running longer than expected");
+                act.repo.do_send(FlagOverrun { id });
+            }
+        });
         let runtime = self.runtime.clone();
         let version = self.version.clone();
         let repo = self.repo.clone();
@@ -261,6 +273,7 @@ impl JobSupervisor {
                 parent: Some(req.parent.unwrap_or(id)),
                 args: req.args.clone(),
                 done: None,
+                created: None,
             };
             ctx.run_later(delay, move |act, ctx| {
                 let _ = act.submit(retry, ctx);
@@ -304,6 +317,9 @@ pub enum RunRejected {
         /// The execution in the way (0 if it has no id yet).
         active: ExecutionId,
     },
+    /// The execution row could not be written, so the guest was not called.
+    #[error("the run could not be recorded, so it was not started (see the host log)")]
+    NotRecorded,
 }
 
 /// Sent by the scheduler when a scheduled instant is due.
@@ -327,6 +343,7 @@ impl Handler<Fire> for JobSupervisor {
             parent: None,
             args: RunArgs::default(),
             done: None,
+            created: None,
         };
         let _ = self.submit(req, ctx);
     }
@@ -341,32 +358,41 @@ pub struct RunNow {
     pub args: RunArgs,
 }
 
-/// A run that passed the gate.
+/// A run that passed the gate and has its execution row.
 #[derive(Debug)]
 pub struct RunStarted {
+    /// The execution.
+    pub id: ExecutionId,
     /// Resolves with the report when the execution ends.
     pub done: oneshot::Receiver<RunReport>,
 }
 
 impl Handler<RunNow> for JobSupervisor {
-    type Result = Result<RunStarted, RunRejected>;
+    type Result = ResponseFuture<Result<RunStarted, RunRejected>>;
 
     fn handle(&mut self, msg: RunNow, ctx: &mut Context<Self>) -> Self::Result {
         let scheduled_for = match msg.args.date.as_deref().and_then(|d| local_midnight(d, &self.job.timezone)) {
             Some(t) => t,
             None => self.clock.now(),
         };
-        let (tx, rx) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let (created_tx, created) = oneshot::channel();
         let req = StartRequest {
             trigger: Trigger::Manual,
             scheduled_for,
             attempt: 1,
             parent: None,
             args: msg.args,
-            done: Some(tx),
+            done: Some(done_tx),
+            created: Some(created_tx),
         };
-        self.submit(req, ctx)?;
-        Ok(RunStarted { done: rx })
+        if let Err(e) = self.submit(req, ctx) {
+            return Box::pin(async move { Err(e) });
+        }
+        Box::pin(async move {
+            let id = created.await.map_err(|_| RunRejected::NotRecorded)?;
+            Ok(RunStarted { id, done })
+        })
     }
 }
 
@@ -403,6 +429,44 @@ impl Handler<Deploy> for JobSupervisor {
         self.version_no = msg.version_no;
         self.config = msg.config;
         self.job = msg.job;
+    }
+}
+
+/// Sent at start for an execution a crashed host cut short: re-run it as the
+/// next attempt if the job's `retry_on_crash` is set. Replies whether it did.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct RetryCrashed {
+    /// The crashed execution.
+    pub id: ExecutionId,
+    /// Its instant.
+    pub scheduled_for: DateTime<Utc>,
+    /// Its attempt.
+    pub attempt: i64,
+    /// Its first attempt, if it was a retry.
+    pub parent: Option<ExecutionId>,
+    /// Its arguments.
+    pub args: RunArgs,
+}
+
+impl Handler<RetryCrashed> for JobSupervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: RetryCrashed, ctx: &mut Context<Self>) -> bool {
+        if !self.config.retry_on_crash {
+            return false;
+        }
+        tracing::info!(job = %self.job.name, execution = %msg.id, "re-running an execution cut short by a crash");
+        let req = StartRequest {
+            trigger: Trigger::Retry,
+            scheduled_for: msg.scheduled_for,
+            attempt: msg.attempt + 1,
+            parent: Some(msg.parent.unwrap_or(msg.id)),
+            args: msg.args,
+            done: None,
+            created: None,
+        };
+        self.submit(req, ctx).is_ok()
     }
 }
 

@@ -304,21 +304,27 @@ impl Store {
         Ok(())
     }
 
-    /// Records the last scheduled instant handled and the next fire.
+    /// Records the last scheduled instant handled, the next fire, and how many
+    /// instants were missed on the way.
     pub async fn advance_schedule(
         &self,
         job: JobId,
         last_scheduled_for: DateTime<Utc>,
         next_run_at: Option<DateTime<Utc>>,
+        missed: u64,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET last_scheduled_for = $2, next_run_at = $3, updated_at = $4 WHERE id = $1")
-            .bind(job.0)
-            .bind(ts(last_scheduled_for))
-            .bind(next_run_at.map(ts))
-            .bind(ts(Utc::now()))
-            .execute(&self.writer)
-            .await
-            .map_err(q("advancing a schedule"))?;
+        sqlx::query(
+            "UPDATE jobs SET last_scheduled_for = $2, next_run_at = $3, updated_at = $4,
+                 missed_fires = missed_fires + $5 WHERE id = $1",
+        )
+        .bind(job.0)
+        .bind(ts(last_scheduled_for))
+        .bind(next_run_at.map(ts))
+        .bind(ts(Utc::now()))
+        .bind(i64::try_from(missed).unwrap_or(i64::MAX))
+        .execute(&self.writer)
+        .await
+        .map_err(q("advancing a schedule"))?;
         Ok(())
     }
 
@@ -425,19 +431,35 @@ impl Store {
     }
 
     /// Marks executions left `running` or `queued` by a host that died as
-    /// `crashed`. Returns how many.
-    pub async fn mark_crashed(&self) -> Result<u64, StoreError> {
+    /// `crashed`, and returns them.
+    pub async fn mark_crashed(&self) -> Result<Vec<ExecutionRecord>, StoreError> {
         let now = ts(Utc::now());
-        let done = sqlx::query(
+        let ids: Vec<i64> = sqlx::query_scalar(
             "UPDATE job_executions SET status = 'crashed', error_class = 'crash',
                  error_message = 'the host stopped while this execution ran', completed_at = $1, updated_at = $1
-             WHERE status IN ('running', 'queued')",
+             WHERE status IN ('running', 'queued') RETURNING id",
         )
         .bind(now)
-        .execute(&self.writer)
+        .fetch_all(&self.writer)
         .await
         .map_err(q("marking crashed executions"))?;
-        Ok(done.rows_affected())
+        let mut crashed = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(e) = self.get_execution(ExecutionId(id)).await? {
+                crashed.push(e);
+            }
+        }
+        Ok(crashed)
+    }
+
+    /// Flags a running execution as longer than expected.
+    pub async fn flag_overrun(&self, id: ExecutionId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE job_executions SET overrun = 1 WHERE id = $1")
+            .bind(id.0)
+            .execute(&self.writer)
+            .await
+            .map_err(q("flagging an overrun"))?;
+        Ok(())
     }
 
     /// The newest executions of a job, newest first, before `before` if given.
@@ -512,6 +534,7 @@ fn job_from_row(r: &SqliteRow) -> Result<JobRecord, StoreError> {
         component_digest: r.try_get("component_digest").map_err(q("reading a job"))?,
         component_version: r.try_get("component_version").map_err(q("reading a job"))?,
         load_error: r.try_get("load_error").map_err(q("reading a job"))?,
+        missed_fires: r.try_get("missed_fires").map_err(q("reading a job"))?,
     })
 }
 
@@ -548,5 +571,6 @@ fn execution_from_row(r: &SqliteRow) -> Result<ExecutionRecord, StoreError> {
         logs: r.try_get("logs").map_err(q("reading an execution"))?,
         logs_truncated: r.try_get("logs_truncated").map_err(q("reading an execution"))?,
         args: serde_json::from_str(&args).unwrap_or_default(),
+        overrun: r.try_get("overrun").map_err(q("reading an execution"))?,
     })
 }

@@ -209,3 +209,205 @@ async fn switches_take_effect_without_restart() {
     assert!(host.store.global_enabled().await.unwrap());
     assert!(!scheduler.send(SwitchJob { name: "nope".into(), enabled: false }).await.unwrap());
 }
+
+#[actix_rt::test]
+async fn queue_one_keeps_one_fire_waiting_and_skips_the_rest() {
+    let env = Env::new(&["faulty"]).clock("2026-11-22T10:00:00.500Z").config(
+        r#"[jobs.faulty]
+           schedule = "* * * * * *"
+           overlap = "queue-one"
+           timeout_secs = 1
+           args = { mode = "loop" }"#,
+    );
+    let host = env.host(true).await;
+    settle(&host).await;
+    for at in ["2026-11-22T10:00:01Z", "2026-11-22T10:00:02Z", "2026-11-22T10:00:03Z"] {
+        tick_at(&env, &host, at).await;
+        // Let each fire reach the supervisor before the next one.
+        eventually("a row per fire so far", || async {
+            let n = host.store.list_executions("faulty", 10, None).await.unwrap().len();
+            (n >= 1).then_some(())
+        })
+        .await;
+    }
+    host.scheduler.as_ref().unwrap().send(SwitchScheduler { enabled: false }).await.unwrap();
+    let mut runs = finished_executions(&host.store, "faulty", 3).await;
+    runs.sort_by_key(|e| e.scheduled_for);
+    let outcome: Vec<_> = runs.iter().map(|e| (e.scheduled_for, e.status)).collect();
+    assert_eq!(
+        outcome,
+        vec![
+            (t("2026-11-22T10:00:01Z"), ExecutionStatus::TimedOut),
+            (t("2026-11-22T10:00:02Z"), ExecutionStatus::TimedOut),
+            (t("2026-11-22T10:00:03Z"), ExecutionStatus::Skipped),
+        ]
+    );
+}
+
+#[actix_rt::test]
+async fn overlap_allow_runs_fires_concurrently() {
+    let env = Env::new(&["faulty"]).clock("2026-11-22T10:00:00.500Z").config(
+        r#"[jobs.faulty]
+           schedule = "* * * * * *"
+           overlap = "allow"
+           timeout_secs = 2
+           args = { mode = "loop" }"#,
+    );
+    let host = env.host(true).await;
+    settle(&host).await;
+    tick_at(&env, &host, "2026-11-22T10:00:01Z").await;
+    tick_at(&env, &host, "2026-11-22T10:00:02Z").await;
+    let both_running = eventually("two concurrent executions", || async {
+        let v = host.store.list_executions("faulty", 10, None).await.unwrap();
+        (v.iter().filter(|e| e.status == ExecutionStatus::Running).count() == 2).then_some(v.len())
+    })
+    .await;
+    assert_eq!(both_running, 2);
+    host.scheduler.as_ref().unwrap().send(SwitchScheduler { enabled: false }).await.unwrap();
+    let runs = finished_executions(&host.store, "faulty", 2).await;
+    assert!(runs.iter().all(|e| e.status == ExecutionStatus::TimedOut));
+}
+
+#[actix_rt::test]
+async fn a_running_execution_can_be_cancelled() {
+    let env = Env::new(&["faulty"]).config(
+        r#"[jobs.faulty]
+           timeout_secs = 120
+           args = { mode = "loop" }"#,
+    );
+    let host = env.host(false).await;
+    let started = host.start_run("faulty", Default::default()).await.unwrap();
+    assert!(host.cancel(started.id).await.unwrap());
+    let report = started.done.await.unwrap();
+    assert_eq!((report.status, report.error_class), (ExecutionStatus::Cancelled, Some(ErrorClass::Cancelled)));
+    let e = host.store.get_execution(started.id).await.unwrap().unwrap();
+    assert_eq!(e.status, ExecutionStatus::Cancelled);
+    assert!(!host.cancel(started.id).await.unwrap(), "a finished execution is not running");
+}
+
+#[actix_rt::test]
+async fn a_clock_stepped_back_an_hour_never_fires_an_instant_twice() {
+    let env = Env::new(&["faulty"]).clock("2026-11-22T10:04:30Z").config(
+        r#"[jobs.faulty]
+           schedule = "* * * * *""#,
+    );
+    let host = env.host(true).await;
+    settle(&host).await;
+    tick_at(&env, &host, "2026-11-22T10:05:00Z").await;
+    finished_executions(&host.store, "faulty", 1).await;
+    // The wall clock steps back an hour, then runs forward again.
+    for at in ["2026-11-22T09:05:30Z", "2026-11-22T09:30:00Z", "2026-11-22T10:05:30Z", "2026-11-22T10:06:00Z"] {
+        tick_at(&env, &host, at).await;
+    }
+    let runs = finished_executions(&host.store, "faulty", 2).await;
+    let instants: Vec<_> = runs.iter().map(|e| e.scheduled_for).collect();
+    assert_eq!(instants, vec![t("2026-11-22T10:05:00Z"), t("2026-11-22T10:06:00Z")]);
+}
+
+#[actix_rt::test]
+async fn a_restart_inside_the_fall_back_hour_does_not_fire_the_repeated_time_again() {
+    // 01:30 happens twice in New York on 2026-11-01 (05:30Z EDT, 06:30Z EST).
+    let env = Env::new(&["faulty"]).clock("2026-11-01T05:00:00Z").config(
+        r#"[jobs.faulty]
+           schedule = "30 1 * * *"
+           timezone = "America/New_York""#,
+    );
+    let host = env.host(true).await;
+    assert_eq!(settle(&host).await[0].1, Some(t("2026-11-01T05:30:00Z")));
+    tick_at(&env, &host, "2026-11-01T05:30:00Z").await;
+    finished_executions(&host.store, "faulty", 1).await;
+    host.stop().await;
+
+    env.clock.as_ref().unwrap().set(t("2026-11-01T06:10:00Z")); // 01:10 EST, the second 1 am
+    let host = env.host(true).await;
+    assert_eq!(settle(&host).await[0].1, Some(t("2026-11-02T06:30:00Z")));
+    tick_at(&env, &host, "2026-11-01T06:30:00Z").await;
+    tick_at(&env, &host, "2026-11-02T06:30:00Z").await;
+    let runs = finished_executions(&host.store, "faulty", 2).await;
+    let instants: Vec<_> = runs.iter().map(|e| e.scheduled_for).collect();
+    assert_eq!(instants, vec![t("2026-11-01T05:30:00Z"), t("2026-11-02T06:30:00Z")]);
+}
+
+#[actix_rt::test]
+async fn missed_fires_are_counted_and_visible_on_the_job() {
+    let env = Env::new(&["faulty"]).clock("2026-11-22T09:59:00Z").config(
+        r#"[jobs.faulty]
+           schedule = "*/15 * * * *"
+           misfire = "skip""#,
+    );
+    let host = env.host(true).await;
+    settle(&host).await;
+    tick_at(&env, &host, "2026-11-22T10:00:00Z").await;
+    finished_executions(&host.store, "faulty", 1).await;
+    // The host stalls (or the clock jumps) for an hour.
+    tick_at(&env, &host, "2026-11-22T11:05:00Z").await;
+    settle(&host).await;
+    let job = eventually("the missed count to be stored", || async {
+        let j = host.store.get_job("faulty").await.unwrap().unwrap();
+        (j.missed_fires > 0).then_some(j)
+    })
+    .await;
+    assert_eq!(job.missed_fires, 4, "10:15, 10:30, 10:45 and 11:00");
+    assert_eq!(job.next_run_at, Some(t("2026-11-22T11:15:00Z")));
+    assert_eq!(host.store.list_executions("faulty", 10, None).await.unwrap().len(), 1);
+}
+
+#[actix_rt::test]
+async fn runs_over_their_expected_duration_are_flagged() {
+    let env = Env::new(&["faulty"]).config(
+        r#"[jobs.faulty]
+           timeout_secs = 3
+           expected_duration_secs = 1
+           args = { mode = "loop" }"#,
+    );
+    let host = env.host(false).await;
+    let started = host.start_run("faulty", Default::default()).await.unwrap();
+    let flagged = eventually("the overrun flag", || async {
+        let e = host.store.get_execution(started.id).await.unwrap().unwrap();
+        e.overrun.then_some(e.status)
+    })
+    .await;
+    assert_eq!(flagged, ExecutionStatus::Running, "flagged while still running");
+    started.done.await.unwrap();
+    let quick = host
+        .run_now("faulty", sundial::model::RunArgs { args: vec![("mode".into(), "ok".into())], ..Default::default() });
+    let quick = quick.await.unwrap();
+    assert_eq!(quick.status, ExecutionStatus::Succeeded);
+    let latest = &host.store.list_executions("faulty", 1, None).await.unwrap()[0];
+    assert!(!latest.overrun);
+}
+
+#[actix_rt::test]
+async fn retry_on_crash_reruns_an_execution_cut_short() {
+    let env = Env::new(&["faulty"]).clock("2026-11-22T10:00:00Z").config(
+        r#"[jobs.faulty]
+           retry_on_crash = true"#,
+    );
+    let host = env.host(false).await;
+    let job = host.store.get_job("faulty").await.unwrap().unwrap();
+    let id = host
+        .store
+        .create_execution(&sundial::store::NewExecution {
+            job_id: job.id,
+            trigger: Trigger::Schedule,
+            scheduled_for: t("2026-11-22T09:00:00Z"),
+            attempt: 1,
+            parent_id: None,
+            status: ExecutionStatus::Running,
+            digest: None,
+            version: Some(1),
+            node: "dead-host:1".into(),
+            args: Default::default(),
+            skip: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    host.stop().await;
+    let host = env.host(true).await;
+    let runs = finished_executions(&host.store, "faulty", 2).await;
+    assert_eq!(runs[0].status, ExecutionStatus::Crashed);
+    let retry = &runs[1];
+    assert_eq!((retry.trigger, retry.attempt, retry.parent_id), (Trigger::Retry, 2, Some(id)));
+    assert_eq!((retry.scheduled_for, retry.status), (t("2026-11-22T09:00:00Z"), ExecutionStatus::Succeeded));
+}
