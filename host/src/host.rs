@@ -15,6 +15,7 @@ use crate::actors::supervisor::{CancelRun, RetryCrashed, RunNow, RunRejected, Ru
 use crate::actors::{Loader, Repository, Scheduler};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, DEFAULT_DATABASE, DEFAULT_JOBS_DIR};
+use crate::events::{Event, Events};
 use crate::model::{ExecutionId, ExecutionRecord, RunArgs, RunReport};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::store::appdb::AppDb;
@@ -75,6 +76,8 @@ pub struct HostOptions {
     pub clock: Arc<dyn Clock>,
     /// This host's name in execution rows.
     pub node: String,
+    /// Events a slow subscriber may fall behind by before missing some.
+    pub event_capacity: usize,
 }
 
 impl HostOptions {
@@ -87,6 +90,7 @@ impl HostOptions {
             schedule: true,
             clock: Arc::new(SystemClock),
             node: node_name(),
+            event_capacity: 4096,
         }
     }
 
@@ -142,6 +146,7 @@ pub struct Host {
     pub runtime: Runtime,
     /// What loading the jobs directory found.
     pub loaded: LoadSummary,
+    events: Events,
 }
 
 impl Host {
@@ -164,6 +169,7 @@ impl Host {
         } else {
             None
         };
+        let events = crate::events::channel(options.event_capacity);
         let loader = Loader::new(LoaderSetup {
             dir: options.jobs_dir(),
             config: Arc::new(options.config.clone()),
@@ -173,6 +179,7 @@ impl Host {
             app_db: Some(app_db),
             clock: options.clock.clone(),
             node: options.node.clone(),
+            events: events.clone(),
         })
         .start();
         let loaded = loader.send(LoadAll).await??;
@@ -187,7 +194,12 @@ impl Host {
                 });
             }
         }
-        Ok(Host { store, repo, scheduler, loader, runtime, loaded })
+        Ok(Host { store, repo, scheduler, loader, runtime, loaded, events })
+    }
+
+    /// Execution events from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
     }
 
     /// Runs a job now and waits for the end of the execution.

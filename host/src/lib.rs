@@ -28,6 +28,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod events;
 pub mod host;
 pub mod model;
 pub mod runtime;

@@ -453,6 +453,8 @@ pub struct RunReport {
     pub logs: String,
     /// Whether the logs were cut.
     pub logs_truncated: bool,
+    /// When the first guest call began (the end of fire lateness).
+    pub guest_started_at: Option<DateTime<Utc>>,
 }
 
 /// Failed/skipped items kept per execution; the rest are counted.
@@ -474,6 +476,7 @@ impl RunReport {
             problems_dropped: 0,
             logs: String::new(),
             logs_truncated: false,
+            guest_started_at: None,
         }
     }
 

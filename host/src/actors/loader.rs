@@ -16,6 +16,7 @@ use super::scheduler::{RegisterJob, Scheduler};
 use super::supervisor::{Deploy, JobSupervisor, SupervisorSetup};
 use crate::clock::Clock;
 use crate::config::{Config, JobConfig};
+use crate::events::Events;
 use crate::model::JobRecord;
 use crate::runtime::{ComponentVersion, MAX_COMPONENT_BYTES, Runtime};
 use crate::store::JobDefinition;
@@ -31,6 +32,7 @@ pub struct Loader {
     app_db: Option<AppDb>,
     clock: Arc<dyn Clock>,
     node: String,
+    events: Events,
     supervisors: HashMap<String, (Addr<JobSupervisor>, PathBuf)>,
 }
 
@@ -52,6 +54,8 @@ pub struct LoaderSetup {
     pub clock: Arc<dyn Clock>,
     /// This host's name.
     pub node: String,
+    /// Where execution events go.
+    pub events: Events,
 }
 
 impl Loader {
@@ -66,6 +70,7 @@ impl Loader {
             app_db: s.app_db,
             clock: s.clock,
             node: s.node,
+            events: s.events,
             supervisors: HashMap::new(),
         }
     }
@@ -99,6 +104,7 @@ impl Loader {
                     app_db: self.app_db.clone(),
                     clock: self.clock.clone(),
                     node: self.node.clone(),
+                    events: self.events.clone(),
                 })
                 .start();
                 self.supervisors.insert(name.clone(), (addr.clone(), path));

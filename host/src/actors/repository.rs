@@ -2,22 +2,143 @@
 //! Other actors never touch SQL; they send these messages. Handlers return
 //! futures, so slow queries never block the arbiter; SQLite writes are still
 //! serialised by the store's single writer connection.
+//!
+//! The two writes on every execution's path — creating its row before the
+//! guest runs, finishing it after — are group-committed: requests that arrive
+//! while a batch is being written go into the next batch, in one transaction.
+//! When a thousand jobs fire in the same second this turns a thousand commits
+//! in front of the last guest into a handful.
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
 
 use crate::model::{ExecutionId, ExecutionRecord, JobId, JobRecord, RunReport};
-use crate::store::{JobDefinition, NewExecution, Store, StoreError};
+use crate::store::{JobDefinition, NewExecution, ScheduleAdvance, Store, StoreError};
 
 /// Owns the [`Store`].
 pub struct Repository {
     store: Store,
+    creates: Batch<NewExecution, Option<ExecutionId>>,
+    finishes: Batch<(ExecutionId, RunReport), ()>,
+    advances: Batch<ScheduleAdvance, ()>,
 }
 
 impl Repository {
     /// A repository over `store`.
     pub fn new(store: Store) -> Self {
-        Repository { store }
+        Repository { store, creates: Batch::default(), finishes: Batch::default(), advances: Batch::default() }
+    }
+}
+
+type Reply<O> = oneshot::Sender<Result<O, StoreError>>;
+type BatchFuture<O> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<O>, StoreError>>>>;
+
+/// Requests waiting for the next group commit.
+struct Batch<I, O> {
+    pending: Vec<(I, Reply<O>)>,
+    writing: bool,
+}
+
+impl<I, O> Default for Batch<I, O> {
+    fn default() -> Self {
+        Batch { pending: Vec::new(), writing: false }
+    }
+}
+
+/// Starts writing the pending requests of one batch unless a write is under
+/// way; when it ends, answers every request and starts the next batch.
+fn flush<I: 'static, O: 'static>(
+    act: &mut Repository,
+    ctx: &mut Context<Repository>,
+    batch: fn(&mut Repository) -> &mut Batch<I, O>,
+    write: fn(Store, Vec<I>) -> BatchFuture<O>,
+) {
+    let b = batch(act);
+    if b.writing || b.pending.is_empty() {
+        return;
+    }
+    b.writing = true;
+    let (inputs, replies): (Vec<I>, Vec<Reply<O>>) = std::mem::take(&mut b.pending).into_iter().unzip();
+    let fut = write(act.store.clone(), inputs);
+    ctx.spawn(fut.into_actor(act).map(move |result, act, ctx| {
+        match result {
+            Ok(outputs) => {
+                for (reply, out) in replies.into_iter().zip(outputs) {
+                    let _ = reply.send(Ok(out));
+                }
+            }
+            Err(e) => {
+                let message = format!("{:#}", anyhow::Error::new(e));
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Batch(message.clone())));
+                }
+            }
+        }
+        batch(act).writing = false;
+        flush(act, ctx, batch, write);
+    }));
+}
+
+/// Sent by a supervisor before calling the guest. Replies with the new
+/// execution's id, or `None` if this scheduled instant already has one.
+#[derive(Debug)]
+pub struct CreateExecution {
+    /// The row to insert.
+    pub new: NewExecution,
+}
+
+impl Message for CreateExecution {
+    type Result = Result<Option<ExecutionId>, StoreError>;
+}
+
+impl Handler<CreateExecution> for Repository {
+    type Result = ResponseFuture<Result<Option<ExecutionId>, StoreError>>;
+
+    fn handle(&mut self, msg: CreateExecution, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.creates.pending.push((msg.new, tx));
+        flush(
+            self,
+            ctx,
+            |a| &mut a.creates,
+            |store, batch| Box::pin(async move { store.create_executions(&batch).await }),
+        );
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
+    }
+}
+
+/// Sent by a supervisor when an execution ended, whatever happened.
+#[derive(Debug)]
+pub struct FinishExecution {
+    /// The execution.
+    pub id: ExecutionId,
+    /// How it ended.
+    pub report: RunReport,
+}
+
+impl Message for FinishExecution {
+    type Result = Result<(), StoreError>;
+}
+
+impl Handler<FinishExecution> for Repository {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, msg: FinishExecution, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.finishes.pending.push(((msg.id, msg.report), tx));
+        flush(
+            self,
+            ctx,
+            |a| &mut a.finishes,
+            |store, batch| {
+                Box::pin(async move {
+                    let n = batch.len();
+                    store.finish_executions(&batch).await.map(|()| vec![(); n])
+                })
+            },
+        );
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
     }
 }
 
@@ -92,28 +213,9 @@ repo_message!(
 );
 
 repo_message!(
-    /// Sent by the scheduler: the last handled instant and the next fire.
-    AdvanceSchedule { job: JobId, last_scheduled_for: DateTime<Utc>, next_run_at: Option<DateTime<Utc>>, missed: u64 } -> (),
-    |store, msg| store.advance_schedule(msg.job, msg.last_scheduled_for, msg.next_run_at, msg.missed).await
-);
-
-repo_message!(
     /// Sent by the scheduler: the next fire of a job that has not fired yet.
     SetNextRun { job: JobId, next_run_at: Option<DateTime<Utc>> } -> (),
     |store, msg| store.set_next_run(msg.job, msg.next_run_at).await
-);
-
-repo_message!(
-    /// Sent by a supervisor before calling the guest. `None`: this scheduled
-    /// instant already has an execution.
-    CreateExecution { new: NewExecution } -> Option<ExecutionId>,
-    |store, msg| store.create_execution(&msg.new).await
-);
-
-repo_message!(
-    /// Sent by a supervisor when an execution ended, whatever happened.
-    FinishExecution { id: ExecutionId, report: RunReport } -> (),
-    |store, msg| store.finish_execution(msg.id, &msg.report).await
 );
 
 repo_message!(
@@ -140,3 +242,33 @@ repo_message!(
     GetExecution { id: ExecutionId } -> Option<ExecutionRecord>,
     |store, msg| store.get_execution(msg.id).await
 );
+
+/// Sent by the scheduler (no reply awaited): a job's last handled instant, its
+/// next fire and the instants it missed. Group-committed.
+#[derive(Debug)]
+pub struct AdvanceSchedule(pub ScheduleAdvance);
+
+impl Message for AdvanceSchedule {
+    type Result = Result<(), StoreError>;
+}
+
+impl Handler<AdvanceSchedule> for Repository {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, msg: AdvanceSchedule, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.advances.pending.push((msg.0, tx));
+        flush(
+            self,
+            ctx,
+            |a| &mut a.advances,
+            |store, batch| {
+                Box::pin(async move {
+                    let n = batch.len();
+                    store.advance_schedules(&batch).await.map(|()| vec![(); n])
+                })
+            },
+        );
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
+    }
+}

@@ -17,6 +17,7 @@ use super::supervisor::{Fire, JobSupervisor};
 use crate::clock::Clock;
 use crate::model::{JobId, JobRecord, MisfirePolicy, Trigger};
 use crate::schedule::{Schedule, ScheduleError};
+use crate::store::ScheduleAdvance;
 
 /// A fire handled within this long after its instant is on time; older due
 /// instants are misfires.
@@ -148,12 +149,12 @@ impl Scheduler {
                 }
             }
             let missed = if self.enabled && entry.enabled { plan.missed } else { 0 };
-            self.repo.do_send(AdvanceSchedule {
+            self.repo.do_send(AdvanceSchedule(ScheduleAdvance {
                 job: entry.id,
                 last_scheduled_for: plan.last,
                 next_run_at: plan.next,
                 missed,
-            });
+            }));
             self.set_next(&name, plan.next);
         }
         self.arm(ctx);

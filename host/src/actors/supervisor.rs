@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 use super::repository::{CreateExecution, FinishExecution, FlagOverrun, Repository};
 use crate::clock::Clock;
 use crate::config::JobConfig;
+use crate::events::{Event, Events};
 use crate::model::{
     ErrorClass, ExecutionId, ExecutionStatus, JobRecord, OverlapPolicy, RunArgs, RunContext, RunReport, Trigger,
 };
@@ -41,6 +42,7 @@ pub struct JobSupervisor {
     app_db: Option<AppDb>,
     clock: Arc<dyn Clock>,
     node: String,
+    events: Events,
     active: HashMap<ExecutionId, (CancelToken, Arc<Progress>)>,
     /// Runs that passed the gate but have no row yet.
     starting: usize,
@@ -65,6 +67,8 @@ pub struct SupervisorSetup {
     pub clock: Arc<dyn Clock>,
     /// This host's name.
     pub node: String,
+    /// Where execution events go.
+    pub events: Events,
 }
 
 struct StartRequest {
@@ -91,6 +95,7 @@ impl JobSupervisor {
             app_db: s.app_db,
             clock: s.clock,
             node: s.node,
+            events: s.events,
             active: HashMap::new(),
             starting: 0,
             queued: None,
@@ -223,6 +228,13 @@ impl JobSupervisor {
         };
         tracing::info!(job = %self.job.name, execution = %id, trigger = %req.trigger, attempt = req.attempt,
             version = self.version_no, "execution started");
+        let _ = self.events.send(Event::ExecutionStarted {
+            id,
+            job: self.job.name.clone(),
+            trigger: req.trigger,
+            scheduled_for: req.scheduled_for,
+            attempt: req.attempt,
+        });
         ctx.run_later(self.config.expected_duration, move |act, _| {
             if act.active.contains_key(&id) {
                 tracing::warn!(job = %act.job.name, execution = %id,
@@ -252,6 +264,14 @@ impl JobSupervisor {
     }
 
     fn finished(&mut self, id: ExecutionId, req: StartRequest, report: RunReport, ctx: &mut Context<Self>) {
+        let _ = self.events.send(Event::ExecutionFinished {
+            id,
+            job: self.job.name.clone(),
+            trigger: req.trigger,
+            scheduled_for: req.scheduled_for,
+            status: report.status,
+            guest_started_at: report.guest_started_at,
+        });
         let level_ok = matches!(report.status, ExecutionStatus::Succeeded | ExecutionStatus::Skipped);
         if level_ok {
             tracing::info!(job = %self.job.name, execution = %id, status = %report.status,

@@ -9,4 +9,4 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use sundial::job::types;
+pub use self::sundial::job::types;

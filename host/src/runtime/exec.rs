@@ -236,6 +236,7 @@ fn run_single(
         return RunReport::host_failure(format!("cannot start the dry-run transaction: {e}"));
     }
     let mut report = RunReport::new(ExecutionStatus::Succeeded);
+    report.guest_started_at = Some(rt.clock().now());
     match job.call_run(&mut *store, ctx) {
         Ok(Ok(outcome)) => {
             report.changed = outcome.changed;
@@ -263,6 +264,7 @@ fn run_items(
     timeout: Duration,
 ) -> RunReport {
     let mut report = RunReport::new(ExecutionStatus::Succeeded);
+    report.guest_started_at = Some(rt.clock().now());
     let mut job = job;
     let mut cursor: Option<String> = None;
     let limit = ctx.limit.unwrap_or(u64::MAX);

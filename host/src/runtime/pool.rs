@@ -14,18 +14,29 @@ use std::time::Duration;
 type Task = Box<dyn FnOnce() + Send + 'static>;
 
 const IDLE_EXIT: Duration = Duration::from_secs(60);
+/// At most this many workers: enough that a few runaway guests (each stopped
+/// at its deadline) cannot hold up well-behaved ones, few enough that a burst
+/// of short executions does not spawn a thread each.
+const MAX_WORKERS: usize = 64;
 
 pub(crate) struct WorkerPool {
     name: &'static str,
     tx: Mutex<Sender<Task>>,
     rx: Arc<Mutex<Receiver<Task>>>,
     idle: Arc<AtomicUsize>,
+    workers: Arc<AtomicUsize>,
 }
 
 impl WorkerPool {
     pub(crate) fn new(name: &'static str) -> Self {
         let (tx, rx) = channel();
-        WorkerPool { name, tx: Mutex::new(tx), rx: Arc::new(Mutex::new(rx)), idle: Arc::new(AtomicUsize::new(0)) }
+        WorkerPool {
+            name,
+            tx: Mutex::new(tx),
+            rx: Arc::new(Mutex::new(rx)),
+            idle: Arc::new(AtomicUsize::new(0)),
+            workers: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// Runs `f` on a worker; the future resolves with its result, or `Err` if
@@ -39,7 +50,7 @@ impl WorkerPool {
         let task: Task = Box::new(move || {
             let _ = done.send(f());
         });
-        if self.idle.load(Ordering::SeqCst) == 0 {
+        if self.idle.load(Ordering::SeqCst) == 0 && self.workers.load(Ordering::SeqCst) < MAX_WORKERS {
             self.spawn_worker();
         }
         if let Ok(tx) = self.tx.lock() {
@@ -52,7 +63,9 @@ impl WorkerPool {
     fn spawn_worker(&self) {
         let rx = self.rx.clone();
         let idle = self.idle.clone();
+        let workers = self.workers.clone();
         idle.fetch_add(1, Ordering::SeqCst);
+        workers.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new().name(self.name.to_string()).spawn(move || {
             loop {
                 let next = match rx.lock() {
@@ -69,6 +82,7 @@ impl WorkerPool {
                     }
                     Err(_) => {
                         idle.fetch_sub(1, Ordering::SeqCst);
+                        workers.fetch_sub(1, Ordering::SeqCst);
                         return;
                     }
                 }
@@ -76,6 +90,7 @@ impl WorkerPool {
         });
         if spawned.is_err() {
             self.idle.fetch_sub(1, Ordering::SeqCst);
+            self.workers.fetch_sub(1, Ordering::SeqCst);
             tracing::error!("cannot spawn a runtime worker thread; tasks will wait for a free worker");
         }
     }

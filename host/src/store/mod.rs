@@ -70,6 +70,12 @@ pub enum StoreError {
     /// No such job.
     #[error("unknown job {0:?}")]
     UnknownJob(String),
+    /// A batched write failed; the message is the first caller's error.
+    #[error("{0}")]
+    Batch(String),
+    /// The repository stopped before answering.
+    #[error("the repository stopped")]
+    Closed,
 }
 
 fn q(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -122,6 +128,39 @@ pub struct JobDefinition {
     pub digest: String,
 }
 
+/// Applies the migrations. sqlx's migration lock is a no-op on SQLite, so two
+/// processes opening a new database at once (say `serve` and `history`) race;
+/// each migration runs in its own transaction, so the loser's attempt rolls
+/// back whole and a retry finds it applied.
+async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::migrate::MigrateError> {
+    let migrator = sqlx::migrate!("../migrations/sqlite");
+    let mut attempt = 0;
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 10 => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "migration raced with another process; retrying");
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A job's schedule moving on (see [`Store::advance_schedule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleAdvance {
+    /// The job.
+    pub job: JobId,
+    /// The last scheduled instant handled.
+    pub last_scheduled_for: DateTime<Utc>,
+    /// The next fire.
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// Instants missed on the way.
+    pub missed: u64,
+}
+
 /// A new execution row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewExecution {
@@ -172,10 +211,7 @@ impl Store {
             .connect_with(options.clone())
             .await
             .map_err(|source| StoreError::Open { url: url.to_string(), source })?;
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&writer)
-            .await
-            .map_err(|source| StoreError::Migrate { url: url.to_string(), source })?;
+        migrate(&writer).await.map_err(|source| StoreError::Migrate { url: url.to_string(), source })?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
@@ -313,18 +349,28 @@ impl Store {
         next_run_at: Option<DateTime<Utc>>,
         missed: u64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE jobs SET last_scheduled_for = $2, next_run_at = $3, updated_at = $4,
-                 missed_fires = missed_fires + $5 WHERE id = $1",
-        )
-        .bind(job.0)
-        .bind(ts(last_scheduled_for))
-        .bind(next_run_at.map(ts))
-        .bind(ts(Utc::now()))
-        .bind(i64::try_from(missed).unwrap_or(i64::MAX))
-        .execute(&self.writer)
-        .await
-        .map_err(q("advancing a schedule"))?;
+        self.advance_schedules(&[ScheduleAdvance { job, last_scheduled_for, next_run_at, missed }]).await
+    }
+
+    /// [`Store::advance_schedule`] for many jobs in one transaction.
+    pub async fn advance_schedules(&self, batch: &[ScheduleAdvance]) -> Result<(), StoreError> {
+        let now = ts(Utc::now());
+        let mut tx = self.writer.begin().await.map_err(q("advancing schedules"))?;
+        for a in batch {
+            sqlx::query(
+                "UPDATE jobs SET last_scheduled_for = $2, next_run_at = $3, updated_at = $4,
+                     missed_fires = missed_fires + $5 WHERE id = $1",
+            )
+            .bind(a.job.0)
+            .bind(ts(a.last_scheduled_for))
+            .bind(a.next_run_at.map(ts))
+            .bind(&now)
+            .bind(i64::try_from(a.missed).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("advancing a schedule"))?;
+        }
+        tx.commit().await.map_err(q("advancing schedules"))?;
         Ok(())
     }
 
@@ -342,91 +388,110 @@ impl Store {
     /// Inserts an execution row. Returns `None` if this scheduled instant of the
     /// job already has one (the unique key): the fire was handled before.
     pub async fn create_execution(&self, new: &NewExecution) -> Result<Option<ExecutionId>, StoreError> {
-        let now = Utc::now();
-        let final_status = new.status.is_final();
-        let args = serde_json::to_string(&new.args).unwrap_or_else(|_| "{}".into());
-        let (class, message) = match &new.skip {
-            Some((c, m)) => (Some(c.as_str()), Some(m.as_str())),
-            None => (None, None),
-        };
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO job_executions (job_id, trigger, scheduled_for, attempt, parent_id, status,
-                 started_at, completed_at, component_digest, component_version, node, error_class,
-                 error_message, args, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)
-             ON CONFLICT DO NOTHING
-             RETURNING id",
-        )
-        .bind(new.job_id.0)
-        .bind(new.trigger.as_str())
-        .bind(ts(new.scheduled_for))
-        .bind(new.attempt)
-        .bind(new.parent_id.map(|p| p.0))
-        .bind(new.status.as_str())
-        .bind((new.status == ExecutionStatus::Running).then(|| ts(now)))
-        .bind(final_status.then(|| ts(now)))
-        .bind(&new.digest)
-        .bind(new.version)
-        .bind(&new.node)
-        .bind(class)
-        .bind(message)
-        .bind(args)
-        .bind(ts(now))
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(q("creating an execution"))?;
-        if id.is_some() && new.status == ExecutionStatus::Running {
-            sqlx::query("UPDATE jobs SET last_run_at = $2 WHERE id = $1")
-                .bind(new.job_id.0)
-                .bind(ts(now))
-                .execute(&self.writer)
-                .await
-                .map_err(q("recording the last run"))?;
+        Ok(self.create_executions(std::slice::from_ref(new)).await?.pop().flatten())
+    }
+
+    /// Inserts execution rows in one transaction (group commit), in order.
+    pub async fn create_executions(&self, batch: &[NewExecution]) -> Result<Vec<Option<ExecutionId>>, StoreError> {
+        let now = ts(Utc::now());
+        let mut tx = self.writer.begin().await.map_err(q("creating executions"))?;
+        let mut ids = Vec::with_capacity(batch.len());
+        for new in batch {
+            let args = serde_json::to_string(&new.args).unwrap_or_else(|_| "{}".into());
+            let (class, message) = match &new.skip {
+                Some((c, m)) => (Some(c.as_str()), Some(m.as_str())),
+                None => (None, None),
+            };
+            let running = new.status == ExecutionStatus::Running;
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO job_executions (job_id, trigger, scheduled_for, attempt, parent_id, status,
+                     started_at, completed_at, component_digest, component_version, node, error_class,
+                     error_message, args, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)
+                 ON CONFLICT DO NOTHING
+                 RETURNING id",
+            )
+            .bind(new.job_id.0)
+            .bind(new.trigger.as_str())
+            .bind(ts(new.scheduled_for))
+            .bind(new.attempt)
+            .bind(new.parent_id.map(|p| p.0))
+            .bind(new.status.as_str())
+            .bind(running.then_some(&now))
+            .bind(new.status.is_final().then_some(&now))
+            .bind(&new.digest)
+            .bind(new.version)
+            .bind(&new.node)
+            .bind(class)
+            .bind(message)
+            .bind(args)
+            .bind(&now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(q("creating an execution"))?;
+            if id.is_some() && running {
+                sqlx::query("UPDATE jobs SET last_run_at = $2 WHERE id = $1")
+                    .bind(new.job_id.0)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("recording the last run"))?;
+            }
+            ids.push(id.map(ExecutionId));
         }
-        Ok(id.map(ExecutionId))
+        tx.commit().await.map_err(q("creating executions"))?;
+        Ok(ids)
     }
 
     /// Records how an execution ended, with its failed and skipped items.
     pub async fn finish_execution(&self, id: ExecutionId, report: &RunReport) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await.map_err(q("finishing an execution"))?;
-        sqlx::query(
-            "UPDATE job_executions SET status = $2, completed_at = $3, items_total = $4, items_ok = $5,
-                 items_skipped = $6, items_failed = $7, changed = $8, error_class = $9, error_message = $10,
-                 summary = $11, logs = $12, logs_truncated = $13, updated_at = $3
-             WHERE id = $1",
-        )
-        .bind(id.0)
-        .bind(report.status.as_str())
-        .bind(ts(Utc::now()))
-        .bind(report.items_total as i64)
-        .bind(report.items_ok as i64)
-        .bind(report.items_skipped as i64)
-        .bind(report.items_failed as i64)
-        .bind(report.changed as i64)
-        .bind(report.error_class.map(|c| c.as_str()))
-        .bind(&report.error_message)
-        .bind(&report.summary)
-        .bind(&report.logs)
-        .bind(report.logs_truncated)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("finishing an execution"))?;
-        for p in &report.problems {
-            let outcome = if p.class == ErrorClass::Skip { "skipped" } else { "failed" };
+        self.finish_executions(&[(id, report.clone())]).await
+    }
+
+    /// Records how executions ended, in one transaction (group commit).
+    pub async fn finish_executions(&self, batch: &[(ExecutionId, RunReport)]) -> Result<(), StoreError> {
+        let now = ts(Utc::now());
+        let mut tx = self.writer.begin().await.map_err(q("finishing executions"))?;
+        for (id, report) in batch {
             sqlx::query(
-                "INSERT INTO execution_items (execution_id, item_key, outcome, error_class, message)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                "UPDATE job_executions SET status = $2, completed_at = $3, items_total = $4, items_ok = $5,
+                     items_skipped = $6, items_failed = $7, changed = $8, error_class = $9, error_message = $10,
+                     summary = $11, logs = $12, logs_truncated = $13, updated_at = $3
+                 WHERE id = $1",
             )
             .bind(id.0)
-            .bind(&p.key)
-            .bind(outcome)
-            .bind(p.class.as_str())
-            .bind(&p.message)
+            .bind(report.status.as_str())
+            .bind(&now)
+            .bind(report.items_total as i64)
+            .bind(report.items_ok as i64)
+            .bind(report.items_skipped as i64)
+            .bind(report.items_failed as i64)
+            .bind(report.changed as i64)
+            .bind(report.error_class.map(|c| c.as_str()))
+            .bind(&report.error_message)
+            .bind(&report.summary)
+            .bind(&report.logs)
+            .bind(report.logs_truncated)
             .execute(&mut *tx)
             .await
-            .map_err(q("recording item outcomes"))?;
+            .map_err(q("finishing an execution"))?;
+            for p in &report.problems {
+                let outcome = if p.class == ErrorClass::Skip { "skipped" } else { "failed" };
+                sqlx::query(
+                    "INSERT INTO execution_items (execution_id, item_key, outcome, error_class, message)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(id.0)
+                .bind(&p.key)
+                .bind(outcome)
+                .bind(p.class.as_str())
+                .bind(&p.message)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("recording item outcomes"))?;
+            }
         }
-        tx.commit().await.map_err(q("finishing an execution"))?;
+        tx.commit().await.map_err(q("finishing executions"))?;
         Ok(())
     }
 

@@ -139,3 +139,19 @@ async fn unknown_jobs_and_broken_files_are_reported_not_fatal() {
     let err = host.run_now("nope", RunArgs::default()).await.unwrap_err().to_string();
     assert!(err.contains("unknown job \"nope\"") && err.contains("cleanup"), "{err}");
 }
+
+#[actix_rt::test]
+async fn processes_opening_a_new_database_at_once_all_succeed() {
+    let env = Env::new(&[]);
+    // Separate pools stand for separate processes (serve, history, run...).
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let url = env.db_url();
+            actix_rt::spawn(async move { sundial::store::Store::open(&url).await })
+        })
+        .collect();
+    for task in tasks {
+        let store = task.await.unwrap().expect("every open succeeds");
+        assert!(store.global_enabled().await.unwrap());
+    }
+}
