@@ -109,18 +109,25 @@ impl JobSupervisor {
         self.active.keys().min().copied()
     }
 
+    /// The run's arguments, completed with the job's configured ones (the
+    /// run's own win).
+    fn effective_args(&self, run: &RunArgs) -> RunArgs {
+        let mut args = run.clone();
+        for (k, v) in &self.config.args {
+            if !args.args.iter().any(|(a, _)| a == k) {
+                args.args.push((k.clone(), v.clone()));
+            }
+        }
+        args
+    }
+
     fn new_execution(
         &self,
         req: &StartRequest,
         status: ExecutionStatus,
         skip: Option<(ErrorClass, String)>,
     ) -> NewExecution {
-        let mut args = req.args.clone();
-        for (k, v) in &self.config.args {
-            if !args.args.iter().any(|(a, _)| a == k) {
-                args.args.push((k.clone(), v.clone()));
-            }
-        }
+        let args = self.effective_args(&req.args);
         NewExecution {
             job_id: self.job.id,
             trigger: req.trigger,
@@ -205,12 +212,7 @@ impl JobSupervisor {
         let cancel = CancelToken::new();
         let progress = Progress::new();
         self.active.insert(id, (cancel.clone(), progress.clone()));
-        let mut args = req.args.clone();
-        for (k, v) in &self.config.args {
-            if !args.args.iter().any(|(a, _)| a == k) {
-                args.args.push((k.clone(), v.clone()));
-            }
-        }
+        let args = self.effective_args(&req.args);
         let invocation = Invocation {
             ctx: RunContext {
                 execution_id: id,

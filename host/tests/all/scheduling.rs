@@ -14,6 +14,25 @@ async fn tick_at(env: &Env, host: &Host, at: &str) {
     scheduler.send(Tick).await.unwrap();
 }
 
+/// Writes the row a host that died mid-run leaves behind.
+async fn left_running_by_a_dead_host(host: &Host, job: &str, scheduled_for: &str) -> sundial::model::ExecutionId {
+    let job = host.store.get_job(job).await.unwrap().unwrap();
+    let new = sundial::store::NewExecution {
+        job_id: job.id,
+        trigger: Trigger::Schedule,
+        scheduled_for: t(scheduled_for),
+        attempt: 1,
+        parent_id: None,
+        status: ExecutionStatus::Running,
+        digest: None,
+        version: Some(1),
+        node: "dead-host:1".into(),
+        args: Default::default(),
+        skip: None,
+    };
+    host.store.create_execution(&new).await.unwrap().unwrap()
+}
+
 /// Waits until the scheduler has processed everything sent to it so far.
 async fn settle(host: &Host) -> Vec<(String, Option<chrono::DateTime<chrono::Utc>>, u64)> {
     host.scheduler.as_ref().unwrap().send(GetNextFires).await.unwrap()
@@ -84,25 +103,7 @@ async fn a_host_down_for_hours_runs_one_catch_up_not_a_burst() {
 async fn executions_left_running_by_a_dead_host_are_marked_crashed() {
     let env = Env::new(&["faulty"]).clock("2026-11-22T10:00:00Z");
     let host = env.host(false).await;
-    let job = host.store.get_job("faulty").await.unwrap().unwrap();
-    let id = host
-        .store
-        .create_execution(&sundial::store::NewExecution {
-            job_id: job.id,
-            trigger: Trigger::Schedule,
-            scheduled_for: t("2026-11-22T09:00:00Z"),
-            attempt: 1,
-            parent_id: None,
-            status: ExecutionStatus::Running,
-            digest: None,
-            version: Some(1),
-            node: "dead-host:1".into(),
-            args: Default::default(),
-            skip: None,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let id = left_running_by_a_dead_host(&host, "faulty", "2026-11-22T09:00:00Z").await;
     host.stop().await;
 
     let host = env.host(true).await;
@@ -384,25 +385,7 @@ async fn retry_on_crash_reruns_an_execution_cut_short() {
            retry_on_crash = true"#,
     );
     let host = env.host(false).await;
-    let job = host.store.get_job("faulty").await.unwrap().unwrap();
-    let id = host
-        .store
-        .create_execution(&sundial::store::NewExecution {
-            job_id: job.id,
-            trigger: Trigger::Schedule,
-            scheduled_for: t("2026-11-22T09:00:00Z"),
-            attempt: 1,
-            parent_id: None,
-            status: ExecutionStatus::Running,
-            digest: None,
-            version: Some(1),
-            node: "dead-host:1".into(),
-            args: Default::default(),
-            skip: None,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let id = left_running_by_a_dead_host(&host, "faulty", "2026-11-22T09:00:00Z").await;
     host.stop().await;
     let host = env.host(true).await;
     let runs = finished_executions(&host.store, "faulty", 2).await;
