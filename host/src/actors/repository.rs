@@ -80,6 +80,20 @@ fn flush<I: 'static, O: 'static>(
     }));
 }
 
+/// Queues `input` for the next group commit of `batch` and replies when it is written.
+fn enqueue<I: 'static, O: 'static>(
+    act: &mut Repository,
+    ctx: &mut Context<Repository>,
+    input: I,
+    batch: fn(&mut Repository) -> &mut Batch<I, O>,
+    write: fn(Store, Vec<I>) -> BatchFuture<O>,
+) -> ResponseFuture<Result<O, StoreError>> {
+    let (tx, rx) = oneshot::channel();
+    batch(act).pending.push((input, tx));
+    flush(act, ctx, batch, write);
+    Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
+}
+
 /// Sent by a supervisor before calling the guest. Replies with the new
 /// execution's id, or `None` if this scheduled instant already has one.
 #[derive(Debug)]
@@ -96,15 +110,13 @@ impl Handler<CreateExecution> for Repository {
     type Result = ResponseFuture<Result<Option<ExecutionId>, StoreError>>;
 
     fn handle(&mut self, msg: CreateExecution, ctx: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        self.creates.pending.push((msg.new, tx));
-        flush(
+        enqueue(
             self,
             ctx,
+            msg.new,
             |a| &mut a.creates,
             |store, batch| Box::pin(async move { store.create_executions(&batch).await }),
-        );
-        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
+        )
     }
 }
 
@@ -125,11 +137,10 @@ impl Handler<FinishExecution> for Repository {
     type Result = ResponseFuture<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: FinishExecution, ctx: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        self.finishes.pending.push(((msg.id, msg.report), tx));
-        flush(
+        enqueue(
             self,
             ctx,
+            (msg.id, msg.report),
             |a| &mut a.finishes,
             |store, batch| {
                 Box::pin(async move {
@@ -137,8 +148,7 @@ impl Handler<FinishExecution> for Repository {
                     store.finish_executions(&batch).await.map(|()| vec![(); n])
                 })
             },
-        );
-        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
+        )
     }
 }
 
@@ -256,11 +266,10 @@ impl Handler<AdvanceSchedule> for Repository {
     type Result = ResponseFuture<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: AdvanceSchedule, ctx: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        self.advances.pending.push((msg.0, tx));
-        flush(
+        enqueue(
             self,
             ctx,
+            msg.0,
             |a| &mut a.advances,
             |store, batch| {
                 Box::pin(async move {
@@ -268,7 +277,6 @@ impl Handler<AdvanceSchedule> for Repository {
                     store.advance_schedules(&batch).await.map(|()| vec![(); n])
                 })
             },
-        );
-        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
+        )
     }
 }
