@@ -5,7 +5,9 @@
 # Debian packages when it can (root or sudo); otherwise says what to install.
 set -euo pipefail
 
-packages=(rustc-web cargo-web rust-web-src wasi-libc lld-22)
+# rust-web-llvm ships wasm-component-ld (only a Recommends of rustc-web, so it
+# must be named when installing without recommends); lld-22 ships wasm-ld.
+packages=(rustc-web cargo-web rust-web-src rust-web-llvm wasi-libc lld-22)
 
 if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     exit 0

@@ -7,7 +7,8 @@
 //!
 //! 1. rustup with the `wasm32-wasip2` target installed: plain `cargo build`;
 //! 2. Debian's `rustc-web`/`cargo-web` with the standard library sources
-//!    (`rust-web-src`), `wasi-libc` and an LLVM `wasm-ld`: `-Zbuild-std`;
+//!    (`rust-web-src`), `wasm-component-ld` (`rust-web-llvm`), `wasi-libc` and
+//!    LLVM's `wasm-ld` (`lld-22`): `-Zbuild-std`;
 //! 3. otherwise it fails and says exactly what to install.
 
 use std::path::{Path, PathBuf};
@@ -96,6 +97,9 @@ fn detect() -> anyhow::Result<Toolchain> {
     if !Path::new("/usr/lib/rustlib/src/rust/library").is_dir() {
         missing.push("rust-web-src");
     }
+    if !Path::new("/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld").is_file() {
+        missing.push("rust-web-llvm");
+    }
     if !Path::new("/usr/lib/wasm32-wasi/libc.a").is_file() {
         missing.push("wasi-libc");
     }
@@ -111,7 +115,7 @@ fn detect() -> anyhow::Result<Toolchain> {
              - rustup's target:  rustup target add {TARGET}\n  \
              - Debian packages:  sudo apt-get install {}\n\
              (missing here: {})",
-            "rustc-web cargo-web rust-web-src wasi-libc lld-22",
+            "rustc-web cargo-web rust-web-src rust-web-llvm wasi-libc lld-22",
             missing.join(", ")
         ),
     }
