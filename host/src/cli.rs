@@ -298,11 +298,33 @@ async fn history(options: HostOptions, job: &str, limit: u32) -> anyhow::Result<
 
 async fn demo(options: HostOptions, users: u64) -> anyhow::Result<ExitCode> {
     let url = options.app_database_url();
-    let db = crate::store::appdb::AppDb::open(&url)?;
-    let c = crate::demo::seed(db.pool(), users, Utc::now()).await.with_context(|| format!("seeding {url}"))?;
+    let seeded = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<crate::demo::DemoCounts> {
+            let mut conn = crate::demo::open(&url)?;
+            Ok(crate::demo::seed(&mut conn, users, Utc::now())?)
+        })
+    };
+    let c = seeded.await?.with_context(|| format!("seeding {url}"))?;
     println!(
-        "demo data in {url}: {} users, {} sessions ({} expired), {} food entries ({} deleted over 30 days ago)",
-        c.users, c.sessions, c.expired_sessions, c.food_entries, c.old_deleted_entries
+        "demo data in {url}: {} users ({} active, {} on TRIAL/PAID), {} sessions ({} expired), \
+         {} food entries ({} deleted over 30 days ago), {} targets, {} snapshots, {} daily reports, \
+         {} recommendations, {} workouts ({} users trained in the last 30 days), {} metrics rows, {} weekly reports",
+        c.users,
+        c.active_users,
+        c.premium_active_users,
+        c.sessions,
+        c.expired_sessions,
+        c.food_entries,
+        c.old_deleted_entries,
+        c.targets,
+        c.snapshots,
+        c.daily_reports,
+        c.recommendations,
+        c.workouts,
+        c.workout_active_users,
+        c.behavior_metrics,
+        c.weekly_reports
     );
     Ok(ExitCode::SUCCESS)
 }

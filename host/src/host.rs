@@ -34,14 +34,8 @@ pub enum HostError {
     #[error(transparent)]
     Loader(#[from] LoaderError),
     /// The application database URL is invalid.
-    #[error("invalid application database url {url:?}")]
-    AppDb {
-        /// The URL.
-        url: String,
-        /// Why.
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error(transparent)]
+    AppDb(#[from] crate::store::appdb::AppDbOpenError),
     /// No loaded job has this name.
     #[error("unknown job {name:?}{hint}")]
     UnknownJob {
@@ -161,7 +155,7 @@ impl Host {
             tracing::warn!(count = crashed.len(), "executions left running by a previous host marked crashed");
         }
         let app_url = options.app_database_url();
-        let app_db = AppDb::open(&app_url).map_err(|source| HostError::AppDb { url: app_url, source })?;
+        let app_db = AppDb::open(&app_url)?;
         let runtime = Runtime::new(options.clock.clone())?;
         let scheduler = if options.schedule {
             let enabled = repo.send(GetGlobalEnabled {}).await??;

@@ -70,6 +70,11 @@ fn new_store_with(
 ) -> Store<HostState> {
     // Deny by default: no preopened directories, no environment, no
     // arguments, no network, stdin closed; stdout/stderr captured with a cap.
+    let mut db = db;
+    if let Some(session) = db.as_mut() {
+        let cancel = cancel.clone();
+        session.interrupt_when(move || cancel.is_cancelled() || Instant::now() >= deadline);
+    }
     let stdout = MemoryOutputPipe::new(LOG_CAP_BYTES);
     let stderr = MemoryOutputPipe::new(LOG_CAP_BYTES);
     let wasi = WasiCtxBuilder::new()
@@ -89,7 +94,6 @@ fn new_store_with(
         deadline,
         cancel,
         interrupt: None,
-        io: rt.io(),
         db,
         logs: LogBuffer::default(),
         progress,
@@ -123,7 +127,11 @@ fn store_for(rt: &Runtime, state: HostState) -> Store<HostState> {
 /// After a trap neither the instance nor its store may be entered again: move
 /// the execution's state (database session, logs, output, progress) into a
 /// fresh store with a fresh instance.
-fn fresh_instance(rt: &Runtime, version: &ComponentVersion, store: &mut Store<HostState>) -> wasmtime::Result<Job> {
+pub(crate) fn fresh_instance(
+    rt: &Runtime,
+    version: &ComponentVersion,
+    store: &mut Store<HostState>,
+) -> wasmtime::Result<Job> {
     let placeholder = new_store(rt, "", 0, Duration::ZERO, 0, None, Progress::new());
     let old = std::mem::replace(store, placeholder);
     let mut state = old.into_data();
@@ -154,7 +162,11 @@ fn wit_context(ctx: &RunContext) -> wit::Context {
 }
 
 /// Classifies a failed guest call from the error and what the store saw.
-fn classify(err: &wasmtime::Error, state: &HostState, timeout: Duration) -> (ExecutionStatus, ErrorClass, String) {
+pub(crate) fn classify(
+    err: &wasmtime::Error,
+    state: &HostState,
+    timeout: Duration,
+) -> (ExecutionStatus, ErrorClass, String) {
     match state.interrupt {
         Some(Interrupt::Timeout) => {
             return (
@@ -195,7 +207,7 @@ fn humantime(d: Duration) -> String {
     if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
-fn guest_error(e: wit::JobError) -> (ErrorClass, String) {
+pub(crate) fn guest_error(e: wit::JobError) -> (ErrorClass, String) {
     match e {
         wit::JobError::Skip(m) => (ErrorClass::Skip, m),
         wit::JobError::Retryable(m) => (ErrorClass::Retryable, m),
@@ -214,10 +226,12 @@ pub(crate) fn execute(rt: &Runtime, version: &ComponentVersion, inv: Invocation)
         Err(e) => RunReport::host_failure(format!("cannot instantiate the component: {e:#}")),
         Ok(job) => match version.info.kind {
             crate::model::JobKind::Single => run_single(rt, &mut store, &job, &wctx, limits.timeout),
-            crate::model::JobKind::Items => run_items(rt, version, &mut store, job, &wctx, limits.timeout),
+            crate::model::JobKind::Items => {
+                super::items::run_items(rt, version, &mut store, job, &wctx, limits.timeout)
+            }
         },
     };
-    finish(rt, store, &mut report);
+    finish(store, &mut report);
     report
 }
 
@@ -231,7 +245,7 @@ fn run_single(
     let dry_run = ctx.dry_run;
     if dry_run
         && let Some(db) = store.data_mut().db.as_mut()
-        && let Err(e) = rt.block_on(db.begin())
+        && let Err(e) = db.begin()
     {
         return RunReport::host_failure(format!("cannot start the dry-run transaction: {e}"));
     }
@@ -255,152 +269,11 @@ fn run_single(
     report
 }
 
-fn run_items(
-    rt: &Runtime,
-    version: &ComponentVersion,
-    store: &mut Store<HostState>,
-    job: Job,
-    ctx: &wit::Context,
-    timeout: Duration,
-) -> RunReport {
-    let mut report = RunReport::new(ExecutionStatus::Succeeded);
-    report.guest_started_at = Some(rt.clock().now());
-    let mut job = job;
-    let mut cursor: Option<String> = None;
-    let limit = ctx.limit.unwrap_or(u64::MAX);
-    'pages: loop {
-        if report.items_total >= limit {
-            break;
-        }
-        // Reading the page runs in a transaction that is always rolled back.
-        with_db(rt, store, |db| Box::pin(db.begin()));
-        let page = job.call_items(&mut *store, ctx, cursor.as_deref());
-        with_db(rt, store, |db| Box::pin(db.rollback()));
-        let page = match page {
-            Ok(Ok(page)) => page,
-            Ok(Err(e)) => {
-                let (class, message) = guest_error(e);
-                let status = if class == ErrorClass::Skip { ExecutionStatus::Skipped } else { ExecutionStatus::Failed };
-                report.fail(status, class, format!("listing items: {message}"));
-                return report;
-            }
-            Err(e) => {
-                let (status, class, message) = classify(&e, store.data(), timeout);
-                report.fail(status, class, format!("listing items: {message}"));
-                return report;
-            }
-        };
-        for item in page.items {
-            if report.items_total >= limit {
-                break 'pages;
-            }
-            report.items_total += 1;
-            if let Some(e) = with_db(rt, store, |db| Box::pin(db.begin())) {
-                report.items_failed += 1;
-                report.problem(item.key.clone(), ErrorClass::Host, format!("cannot begin a transaction: {e}"));
-                continue;
-            }
-            let result = job.call_run_item(&mut *store, ctx, &item);
-            match result {
-                Ok(Ok(outcome)) => {
-                    let end = if ctx.dry_run {
-                        with_db(rt, store, |db| Box::pin(db.rollback()))
-                    } else {
-                        with_db(rt, store, |db| Box::pin(db.commit()))
-                    };
-                    match end {
-                        None => {
-                            report.items_ok += 1;
-                            report.changed += outcome.changed;
-                        }
-                        Some(e) => {
-                            report.items_failed += 1;
-                            report.problem(item.key, ErrorClass::Host, format!("commit failed: {e}"));
-                        }
-                    }
-                }
-                Ok(Err(e)) => {
-                    with_db(rt, store, |db| Box::pin(db.rollback()));
-                    let (class, message) = guest_error(e);
-                    if class == ErrorClass::Skip {
-                        report.items_skipped += 1;
-                    } else {
-                        report.items_failed += 1;
-                    }
-                    report.problem(item.key, class, message);
-                }
-                Err(e) => {
-                    with_db(rt, store, |db| Box::pin(db.rollback()));
-                    let (status, class, message) = classify(&e, store.data(), timeout);
-                    if matches!(status, ExecutionStatus::TimedOut | ExecutionStatus::Cancelled) {
-                        report.items_failed += 1;
-                        report.problem(item.key, class, message.clone());
-                        report.fail(status, class, message);
-                        return report;
-                    }
-                    report.items_failed += 1;
-                    report.problem(item.key, class, message);
-                    // A trapped instance may not be entered again: continue
-                    // with a fresh instance in a fresh store.
-                    match fresh_instance(rt, version, store) {
-                        Ok(fresh) => job = fresh,
-                        Err(e) => {
-                            report.fail(
-                                ExecutionStatus::Failed,
-                                ErrorClass::Host,
-                                format!("cannot re-instantiate after a trap: {e:#}"),
-                            );
-                            return report;
-                        }
-                    }
-                }
-            }
-            let p = &store.data().progress;
-            p.done.store(report.items_total, std::sync::atomic::Ordering::Relaxed);
-        }
-        cursor = match page.next_cursor {
-            Some(c) => Some(c),
-            None => break,
-        };
-    }
-    if report.items_failed > 0 {
-        let status = if report.items_ok == 0 && report.items_skipped == 0 {
-            ExecutionStatus::Failed
-        } else {
-            ExecutionStatus::Partial
-        };
-        let message = format!("{} of {} items failed", report.items_failed, report.items_total);
-        report.fail(status, ErrorClass::Fatal, message);
-    }
-    report.summary = Some(format!(
-        "{} items: {} ok, {} skipped, {} failed{}",
-        report.items_total,
-        report.items_ok,
-        report.items_skipped,
-        report.items_failed,
-        if ctx.dry_run { " (dry run: nothing committed)" } else { "" }
-    ));
-    report
-}
-
-type DbFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), crate::store::appdb::AppDbError>> + 'a>>;
-
-/// Runs a transaction-control call on the session, if there is one; returns the error.
-fn with_db(
-    rt: &Runtime,
-    store: &mut Store<HostState>,
-    f: impl for<'a> FnOnce(&'a mut AppSession) -> DbFuture<'a>,
-) -> Option<crate::store::appdb::AppDbError> {
-    let db = store.data_mut().db.as_mut()?;
-    rt.block_on(f(db)).err()
-}
-
 /// Closes the database session and moves captured output into the report.
-fn finish(rt: &Runtime, mut store: Store<HostState>, report: &mut RunReport) {
+fn finish(mut store: Store<HostState>, report: &mut RunReport) {
     let state = store.data_mut();
     if let Some(db) = state.db.take() {
-        rt.block_on(db.close());
+        db.close();
     }
     let mut logs = std::mem::take(&mut state.logs);
     for (name, pipe) in [("STDOUT", &state.stdout), ("STDERR", &state.stderr)] {

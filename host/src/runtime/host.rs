@@ -19,8 +19,6 @@ use super::bindings::sundial::job::{database, log, progress, state, time, types}
 use crate::clock::Clock;
 use crate::store::appdb::{AppDbError, AppSession, SqlRows, SqlValue};
 
-type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
-
 /// Logs kept per execution; the rest is dropped and the log marked truncated.
 pub const LOG_CAP_BYTES: usize = 64 * 1024;
 
@@ -69,12 +67,24 @@ pub struct Progress {
     pub done: AtomicU64,
     /// Units in total; `u64::MAX` when unknown.
     pub total: AtomicU64,
+    /// Items that succeeded (item jobs).
+    pub ok: AtomicU64,
+    /// Items skipped (item jobs).
+    pub skipped: AtomicU64,
+    /// Items that failed (item jobs).
+    pub failed: AtomicU64,
 }
 
 impl Progress {
     /// A progress cell with an unknown total.
     pub fn new() -> Arc<Self> {
-        Arc::new(Progress { done: AtomicU64::new(0), total: AtomicU64::new(u64::MAX) })
+        Arc::new(Progress {
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(u64::MAX),
+            ok: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        })
     }
     /// `(done, total)` now.
     pub fn snapshot(&self) -> (u64, Option<u64>) {
@@ -155,7 +165,6 @@ pub struct HostState {
     pub(crate) deadline: Instant,
     pub(crate) cancel: CancelToken,
     pub(crate) interrupt: Option<Interrupt>,
-    pub(crate) io: tokio::runtime::Handle,
     pub(crate) db: Option<AppSession>,
     pub(crate) logs: LogBuffer,
     pub(crate) progress: Arc<Progress>,
@@ -183,24 +192,22 @@ impl HostState {
         Ok(())
     }
 
-    /// Runs a database future on the IO runtime, bounded by the deadline.
+    /// Runs a database call; the session's interrupt check stops a statement
+    /// that outlives the execution's deadline or a cancellation.
     fn db_call<T>(
         &mut self,
-        f: impl for<'a> FnOnce(&'a mut AppSession) -> BoxFuture<'a, Result<T, AppDbError>>,
+        f: impl FnOnce(&mut AppSession) -> Result<T, AppDbError>,
     ) -> WResult<Result<T, types::DbError>> {
         self.check()?;
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
         let Some(session) = self.db.as_mut() else {
             return Ok(Err(types::DbError::Denied("no application database is configured for this host".into())));
         };
-        let io = self.io.clone();
-        let result = io.block_on(async { tokio::time::timeout(remaining, f(session)).await });
-        match result {
-            Ok(r) => Ok(r.map_err(to_wit_db_error)),
-            Err(_elapsed) => {
-                self.interrupt = Some(Interrupt::Timeout);
-                Err(Interrupted(Interrupt::Timeout).into())
+        match f(session) {
+            Err(AppDbError::Interrupted) => {
+                self.check()?;
+                Ok(Err(types::DbError::Other("statement interrupted".into())))
             }
+            r => Ok(r.map_err(to_wit_db_error)),
         }
     }
 }
@@ -210,6 +217,7 @@ fn to_wit_db_error(e: AppDbError) -> types::DbError {
         AppDbError::Denied(m) => types::DbError::Denied(m),
         AppDbError::Constraint(m) => types::DbError::Constraint(m),
         AppDbError::Busy(m) => types::DbError::Busy(m),
+        AppDbError::Interrupted => types::DbError::Other("statement interrupted".into()),
         AppDbError::Other(m) => types::DbError::Other(m),
     }
 }
@@ -271,13 +279,13 @@ fn level_name(level: types::Level) -> &'static str {
 impl database::Host for HostState {
     fn query(&mut self, sql: String, params: Vec<types::Value>) -> WResult<Result<types::Rows, types::DbError>> {
         let params: Vec<SqlValue> = params.into_iter().map(from_wit_value).collect();
-        let r = self.db_call(move |s| Box::pin(async move { s.query(&sql, params).await }))?;
+        let r = self.db_call(|s| s.query(&sql, &params))?;
         Ok(r.map(to_wit_rows))
     }
 
     fn execute(&mut self, sql: String, params: Vec<types::Value>) -> WResult<Result<u64, types::DbError>> {
         let params: Vec<SqlValue> = params.into_iter().map(from_wit_value).collect();
-        self.db_call(move |s| Box::pin(async move { s.execute(&sql, params).await }))
+        self.db_call(|s| s.execute(&sql, &params))
     }
 }
 

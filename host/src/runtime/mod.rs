@@ -18,6 +18,7 @@ mod bindings;
 mod component;
 mod exec;
 pub mod host;
+mod items;
 mod pool;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use wasmtime::{Config, Engine};
 pub use component::{ComponentVersion, LoadError, MAX_COMPONENT_BYTES};
 pub use exec::{Invocation, Limits};
 pub use host::{CancelToken, Progress};
+pub use items::{BATCH_ITEMS, BATCH_TIME, CHECKPOINT_TABLE};
 
 use crate::clock::Clock;
 use crate::model::RunReport;

@@ -2,20 +2,36 @@
 //! capability.
 //!
 //! Guests send SQL with `$1`-style placeholders and typed values; rows come back
-//! as typed values. One [`AppSession`] per execution holds at most one pooled
+//! as typed values. One [`AppSession`] per execution holds at most one
 //! connection and owns its transaction state, so the host — not the guest —
-//! decides what is committed: item jobs get one transaction per item, dry runs
-//! roll everything back, and read-only grants are enforced by SQLite itself
-//! (`PRAGMA query_only`).
+//! decides what is committed: item jobs run each item in a savepoint inside a
+//! batch transaction, dry runs roll everything back, and read-only grants are
+//! enforced by SQLite itself (`PRAGMA query_only`).
+//!
+//! Calls are synchronous: a session is only used on the worker thread that
+//! runs its guest, where blocking is expected, and a direct call costs a few
+//! microseconds where a hop through an async driver costs tens. Statements
+//! are prepared once per connection and cached. A session can be given an
+//! interrupt check (deadline, cancellation) that SQLite polls while a
+//! statement runs, so a runaway query stops at the execution's deadline.
 
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
-use sqlx::{Column, Connection, Executor, Row, Sqlite, SqlitePool, TypeInfo, ValueRef};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::model::DbAccess;
+
+/// How long a statement waits for another writer before failing as busy.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle connections kept for reuse.
+const MAX_IDLE: usize = 8;
+/// Prepared statements cached per connection.
+const STATEMENT_CACHE: usize = 128;
+/// SQLite virtual-machine steps between interrupt checks.
+const INTERRUPT_CHECK_STEPS: i32 = 10_000;
 
 /// A value bound to or read from the application database.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,75 +69,148 @@ pub enum AppDbError {
     /// The database is locked or busy.
     #[error("{0}")]
     Busy(String),
+    /// The interrupt check stopped the statement (deadline or cancellation).
+    #[error("statement interrupted")]
+    Interrupted,
     /// Anything else.
     #[error("{0}")]
     Other(String),
 }
 
-impl From<sqlx::Error> for AppDbError {
-    fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e {
-            let msg = db.message().to_string();
-            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-            // SQLite primary result codes: 5 BUSY, 6 LOCKED, 8 READONLY, 19 CONSTRAINT
-            // (extended codes keep the primary code in the low byte).
-            let primary = code.parse::<i64>().map(|c| c & 0xff).unwrap_or(-1);
-            return match primary {
-                5 | 6 => AppDbError::Busy(msg),
-                8 => AppDbError::Denied(format!("read-only access: {msg}")),
-                19 => AppDbError::Constraint(msg),
-                _ if msg.contains("readonly") || msg.contains("read-only") => {
-                    AppDbError::Denied(format!("read-only access: {msg}"))
+impl From<rusqlite::Error> for AppDbError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, msg) => {
+                let msg = msg.clone().unwrap_or_else(|| f.to_string());
+                match f.code {
+                    ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => AppDbError::Busy(msg),
+                    ErrorCode::ReadOnly => AppDbError::Denied(format!("read-only access: {msg}")),
+                    ErrorCode::ConstraintViolation => AppDbError::Constraint(msg),
+                    ErrorCode::OperationInterrupted => AppDbError::Interrupted,
+                    _ => AppDbError::Other(msg),
                 }
-                _ => AppDbError::Other(msg),
-            };
-        }
-        match e {
-            sqlx::Error::PoolTimedOut => AppDbError::Busy("timed out waiting for a database connection".into()),
-            other => AppDbError::Other(other.to_string()),
+            }
+            _ => AppDbError::Other(e.to_string()),
         }
     }
+}
+
+/// Why the application database cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum AppDbOpenError {
+    /// Not a SQLite URL or path.
+    #[error("unsupported application database url {0:?} (expected sqlite://path)")]
+    Url(String),
+    /// SQLite refused to open or configure it.
+    #[error("cannot open the application database {path}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// The file a `sqlite://path` URL (or a plain path) names.
+pub fn sqlite_path(url: &str) -> Result<PathBuf, AppDbOpenError> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    let rest = rest.split('?').next().unwrap_or(rest);
+    if rest.is_empty() || rest == ":memory:" || rest.contains("://") {
+        return Err(AppDbOpenError::Url(url.to_string()));
+    }
+    Ok(PathBuf::from(rest))
+}
+
+/// Opens one connection configured for job use: WAL, a busy timeout, foreign
+/// keys on, a statement cache.
+pub fn connect(path: &Path) -> Result<Connection, AppDbOpenError> {
+    let open = |path: &Path| -> Result<Connection, rusqlite::Error> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Another process may hold the write lock while WAL is switched on;
+        // the busy timeout covers that, and an existing WAL database needs no switch.
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), mode, "application database is not in WAL mode");
+        }
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
+    };
+    open(path).map_err(|source| AppDbOpenError::Open { path: path.to_path_buf(), source })
 }
 
 /// A handle on the application database (cheap to clone).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppDb {
-    pool: SqlitePool,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for AppDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppDb").field("path", &self.inner.path).finish_non_exhaustive()
+    }
 }
 
 impl AppDb {
-    /// Opens (lazily) the application database at `url` (`sqlite://path`,
-    /// created if missing).
-    pub fn open(url: &str) -> Result<AppDb, sqlx::Error> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(options);
-        Ok(AppDb { pool })
+    /// The application database at `url` (`sqlite://path`, created on first
+    /// use if missing). Connections are opened lazily.
+    pub fn open(url: &str) -> Result<AppDb, AppDbOpenError> {
+        let path = sqlite_path(url)?;
+        Ok(AppDb { inner: Arc::new(Inner { path, idle: Mutex::new(Vec::new()) }) })
     }
 
-    /// The underlying pool (for the demo seeder and tests).
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
     }
 
     /// A session for one execution with the given grant.
     pub fn session(&self, access: DbAccess) -> AppSession {
-        AppSession { db: self.clone(), access, conn: None, in_tx: false }
+        AppSession { db: self.clone(), access, conn: None, tx: TxState::None, interrupt: None }
+    }
+
+    fn acquire(&self) -> Result<Connection, AppDbError> {
+        let reused = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match reused {
+            Some(c) => Ok(c),
+            None => connect(&self.inner.path).map_err(|e| AppDbError::Other(format!("{:#}", anyhow::Error::new(e)))),
+        }
+    }
+
+    fn release(&self, conn: Connection) {
+        if let Ok(mut idle) = self.inner.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(conn);
+        }
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxState {
+    None,
+    Open,
+    /// A transaction with the item savepoint open inside it.
+    Savepoint,
+}
+
+type InterruptCheck = Box<dyn FnMut() -> bool + Send + 'static>;
 
 /// One execution's use of the application database.
 pub struct AppSession {
     db: AppDb,
     access: DbAccess,
-    conn: Option<PoolConnection<Sqlite>>,
-    in_tx: bool,
+    conn: Option<Connection>,
+    tx: TxState,
+    interrupt: Option<InterruptCheck>,
 }
 
 impl AppSession {
@@ -130,7 +219,16 @@ impl AppSession {
         self.access
     }
 
-    async fn conn(&mut self) -> Result<&mut PoolConnection<Sqlite>, AppDbError> {
+    /// Polled while statements run; returning true stops the statement with
+    /// [`AppDbError::Interrupted`].
+    pub fn interrupt_when(&mut self, check: impl FnMut() -> bool + Send + 'static) {
+        self.interrupt = Some(Box::new(check));
+        if let Some(conn) = self.conn.as_ref() {
+            conn.progress_handler(INTERRUPT_CHECK_STEPS, self.interrupt.take());
+        }
+    }
+
+    fn conn(&mut self) -> Result<&mut Connection, AppDbError> {
         if self.access == DbAccess::None {
             return Err(AppDbError::Denied(
                 "this job has no database grant (set `database = \"read-only\"` or \"read-write\" for it in sundial.toml)"
@@ -138,121 +236,295 @@ impl AppSession {
             ));
         }
         if self.conn.is_none() {
-            let mut conn = self.db.pool.acquire().await?;
+            let conn = self.db.acquire()?;
             let query_only = if self.access == DbAccess::ReadOnly { "ON" } else { "OFF" };
-            conn.execute(format!("PRAGMA query_only = {query_only}").as_str()).await?;
+            conn.execute_batch(&format!("PRAGMA query_only = {query_only}"))?;
+            if let Some(check) = self.interrupt.take() {
+                conn.progress_handler(INTERRUPT_CHECK_STEPS, Some(check));
+            }
             self.conn = Some(conn);
         }
-        match self.conn.as_mut() {
-            Some(c) => Ok(c),
-            None => Err(AppDbError::Other("no connection".into())),
-        }
+        self.conn.as_mut().ok_or_else(|| AppDbError::Other("no connection".into()))
+    }
+
+    fn exec_control(&mut self, sql: &str) -> Result<(), AppDbError> {
+        let conn = self.conn()?;
+        conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
     }
 
     /// Starts a transaction (no-op if one is open).
-    pub async fn begin(&mut self) -> Result<(), AppDbError> {
-        if self.access == DbAccess::None || self.in_tx {
+    pub fn begin(&mut self) -> Result<(), AppDbError> {
+        if self.access == DbAccess::None || self.tx != TxState::None {
             return Ok(());
         }
         // IMMEDIATE takes the write lock up front, so a busy database fails here,
         // before the item did any work, rather than half-way through it.
         let begin = if self.access == DbAccess::ReadWrite { "BEGIN IMMEDIATE" } else { "BEGIN" };
-        let conn = self.conn().await?;
-        conn.execute(begin).await?;
-        self.in_tx = true;
+        self.exec_control(begin)?;
+        self.tx = TxState::Open;
         Ok(())
+    }
+
+    /// Whether a transaction is open.
+    pub fn in_transaction(&self) -> bool {
+        self.tx != TxState::None
+    }
+
+    /// Opens the item savepoint inside the open transaction.
+    pub fn savepoint(&mut self) -> Result<(), AppDbError> {
+        if self.tx != TxState::Open {
+            return Ok(());
+        }
+        self.exec_control("SAVEPOINT sundial_item")?;
+        self.tx = TxState::Savepoint;
+        Ok(())
+    }
+
+    /// Keeps the item's work (part of the transaction, committed with it).
+    pub fn release(&mut self) -> Result<(), AppDbError> {
+        if self.tx != TxState::Savepoint {
+            return Ok(());
+        }
+        self.tx = TxState::Open;
+        self.exec_control("RELEASE sundial_item")
+    }
+
+    /// Undoes the item's work; the transaction stays open.
+    pub fn rollback_item(&mut self) -> Result<(), AppDbError> {
+        if self.tx != TxState::Savepoint {
+            return Ok(());
+        }
+        self.tx = TxState::Open;
+        self.exec_control("ROLLBACK TO sundial_item")?;
+        self.exec_control("RELEASE sundial_item")
     }
 
     /// Commits the open transaction, if any.
-    pub async fn commit(&mut self) -> Result<(), AppDbError> {
-        self.end("COMMIT").await
+    pub fn commit(&mut self) -> Result<(), AppDbError> {
+        if self.tx == TxState::None {
+            return Ok(());
+        }
+        self.tx = TxState::None;
+        let r = self.exec_control("COMMIT");
+        if r.is_err() {
+            // A failed COMMIT may leave the transaction open: undo it.
+            let _ = self.exec_control("ROLLBACK");
+        }
+        r
     }
 
     /// Rolls back the open transaction, if any.
-    pub async fn rollback(&mut self) -> Result<(), AppDbError> {
-        self.end("ROLLBACK").await
-    }
-
-    async fn end(&mut self, sql: &str) -> Result<(), AppDbError> {
-        if !self.in_tx {
+    pub fn rollback(&mut self) -> Result<(), AppDbError> {
+        if self.tx == TxState::None {
             return Ok(());
         }
-        self.in_tx = false;
-        let conn = self.conn().await?;
-        conn.execute(sql).await?;
-        Ok(())
+        self.tx = TxState::None;
+        self.exec_control("ROLLBACK")
     }
 
     /// Runs a statement returning rows.
-    pub async fn query(&mut self, sql: &str, params: Vec<SqlValue>) -> Result<SqlRows, AppDbError> {
-        let conn = self.conn().await?;
-        let rows: Vec<SqliteRow> = bind_all(sqlx::query(sql), params).fetch_all(&mut **conn).await?;
-        let columns = match rows.first() {
-            Some(r) => r.columns().iter().map(|c| c.name().to_string()).collect(),
-            None => Vec::new(),
-        };
-        let rows = rows.iter().map(decode_row).collect::<Result<_, _>>()?;
-        Ok(SqlRows { columns, rows })
+    pub fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<SqlRows, AppDbError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(sql)?;
+        bind_all(&mut stmt, params)?;
+        let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+        let n = columns.len();
+        let mut out = Vec::new();
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next()? {
+            let mut values = Vec::with_capacity(n);
+            for i in 0..n {
+                values.push(decode(row.get_ref(i)?));
+            }
+            out.push(values);
+        }
+        Ok(SqlRows { columns, rows: out })
     }
 
     /// Runs a statement changing data; returns rows affected.
-    pub async fn execute(&mut self, sql: &str, params: Vec<SqlValue>) -> Result<u64, AppDbError> {
+    pub fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, AppDbError> {
         if self.access == DbAccess::ReadOnly {
             return Err(AppDbError::Denied("this job has read-only database access".into()));
         }
-        let conn = self.conn().await?;
-        let done = bind_all(sqlx::query(sql), params).execute(&mut **conn).await?;
-        Ok(done.rows_affected())
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(sql)?;
+        bind_all(&mut stmt, params)?;
+        let mut rows = stmt.raw_query();
+        while rows.next()?.is_some() {}
+        drop(rows);
+        Ok(conn.changes())
     }
 
     /// Ends the session: rolls back anything uncommitted and returns the
-    /// connection to the pool in its default state.
-    pub async fn close(mut self) {
-        let _ = self.rollback().await;
-        if let Some(mut conn) = self.conn.take() {
-            if self.access == DbAccess::ReadOnly {
-                let _ = conn.execute("PRAGMA query_only = OFF").await;
+    /// connection for reuse in its default state.
+    pub fn close(mut self) {
+        let _ = self.rollback();
+        if let Some(conn) = self.conn.take() {
+            conn.progress_handler(0, None::<fn() -> bool>);
+            let reset = conn.execute_batch("PRAGMA query_only = OFF");
+            // A statement that left a transaction open behind our back, or a
+            // connection that cannot be reset, is not reused.
+            if reset.is_ok() && conn.is_autocommit() {
+                self.db.release(conn);
             }
-            if !conn.is_in_transaction() {
-                return;
-            }
-            // A statement left a transaction open behind our back: don't return
-            // a dirty connection to the pool.
-            let _ = conn.detach().close().await;
         }
     }
 }
 
-type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
-
-fn bind_all(mut q: SqliteQuery<'_>, params: Vec<SqlValue>) -> SqliteQuery<'_> {
-    for p in params {
-        q = match p {
-            SqlValue::Null => q.bind(None::<i64>),
-            SqlValue::Integer(i) => q.bind(i),
-            SqlValue::Real(f) => q.bind(f),
-            SqlValue::Text(s) => q.bind(s),
-            SqlValue::Blob(b) => q.bind(b),
-        };
+impl Drop for AppSession {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Dropped without close (a panic): never reuse it.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
     }
-    q
 }
 
-fn decode_row(row: &SqliteRow) -> Result<Vec<SqlValue>, AppDbError> {
-    (0..row.len())
-        .map(|i| {
-            let raw = row.try_get_raw(i)?;
-            if raw.is_null() {
-                return Ok(SqlValue::Null);
+/// Binds `$N` (and `?N`, `?`) placeholders; other parameter names are
+/// refused, as is a count mismatch.
+fn bind_all(stmt: &mut rusqlite::CachedStatement<'_>, params: &[SqlValue]) -> Result<(), AppDbError> {
+    let count = stmt.parameter_count();
+    let mut highest = 0usize;
+    for idx in 1..=count {
+        let n = match stmt.parameter_name(idx) {
+            None => idx,
+            Some(name) => {
+                let digits = name.strip_prefix('$').or_else(|| name.strip_prefix('?'));
+                match digits.and_then(|d| d.parse::<usize>().ok()) {
+                    Some(n) if n >= 1 => n,
+                    _ => {
+                        return Err(AppDbError::Other(format!(
+                            "parameter {name} is not supported; use $1, $2, … in the order of the values"
+                        )));
+                    }
+                }
             }
-            let ty = raw.type_info().name().to_ascii_uppercase();
-            Ok(match ty.as_str() {
-                "INTEGER" | "BOOLEAN" | "INT" | "BIGINT" => SqlValue::Integer(row.try_get_unchecked(i)?),
-                "REAL" | "FLOAT" | "DOUBLE" | "NUMERIC" => SqlValue::Real(row.try_get_unchecked(i)?),
-                "BLOB" => SqlValue::Blob(row.try_get_unchecked(i)?),
-                _ => SqlValue::Text(row.try_get_unchecked(i)?),
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(AppDbError::from)
+        };
+        highest = highest.max(n);
+        let Some(value) = params.get(n - 1) else {
+            return Err(AppDbError::Other(format!(
+                "the statement uses parameter ${n} but {} value{} given",
+                params.len(),
+                if params.len() == 1 { " was" } else { "s were" }
+            )));
+        };
+        let bound = match value {
+            SqlValue::Null => stmt.raw_bind_parameter(idx, rusqlite::types::Null),
+            SqlValue::Integer(i) => stmt.raw_bind_parameter(idx, i),
+            SqlValue::Real(f) => stmt.raw_bind_parameter(idx, f),
+            SqlValue::Text(s) => stmt.raw_bind_parameter(idx, s.as_str()),
+            SqlValue::Blob(b) => stmt.raw_bind_parameter(idx, b.as_slice()),
+        };
+        bound?;
+    }
+    if highest < params.len() {
+        return Err(AppDbError::Other(format!(
+            "{} values given but the statement uses {highest} parameter{}",
+            params.len(),
+            if highest == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(())
+}
+
+fn decode(v: ValueRef<'_>) -> SqlValue {
+    match v {
+        ValueRef::Null => SqlValue::Null,
+        ValueRef::Integer(i) => SqlValue::Integer(i),
+        ValueRef::Real(f) => SqlValue::Real(f),
+        ValueRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> (tempfile::TempDir, AppDb) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = AppDb::open(&format!("sqlite://{}", dir.path().join("app.db").display())).unwrap();
+        let mut s = db.session(DbAccess::ReadWrite);
+        s.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE, score REAL, data BLOB)", &[]).unwrap();
+        s.close();
+        (dir, db)
+    }
+
+    #[test]
+    fn placeholders_bind_by_number_whatever_their_order() {
+        let (_d, db) = db();
+        let mut s = db.session(DbAccess::ReadWrite);
+        let n = s
+            .execute(
+                "INSERT INTO t (name, id) VALUES ($2, $1)",
+                &[SqlValue::Integer(7), SqlValue::Text("seven".into())],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        let rows = s.query("SELECT id, name, score FROM t WHERE id = $1", &[SqlValue::Integer(7)]).unwrap();
+        assert_eq!(rows.columns, vec!["id", "name", "score"]);
+        assert_eq!(rows.rows, vec![vec![SqlValue::Integer(7), SqlValue::Text("seven".into()), SqlValue::Null]]);
+        let err = s.query("SELECT $2", &[SqlValue::Integer(1)]).unwrap_err();
+        assert!(err.to_string().contains("uses parameter $2 but 1 value was given"), "{err}");
+        let err = s.query("SELECT $1", &[SqlValue::Integer(1), SqlValue::Integer(2)]).unwrap_err();
+        assert!(err.to_string().contains("2 values given"), "{err}");
+        let err = s.query("SELECT :name", &[SqlValue::Integer(1)]).unwrap_err();
+        assert!(err.to_string().contains(":name is not supported"), "{err}");
+        s.close();
+    }
+
+    #[test]
+    fn savepoints_keep_good_items_and_undo_failed_ones() {
+        let (_d, db) = db();
+        let mut s = db.session(DbAccess::ReadWrite);
+        s.begin().unwrap();
+        for (id, ok) in [(1, true), (2, false), (3, true)] {
+            s.savepoint().unwrap();
+            s.execute("INSERT INTO t (id) VALUES ($1)", &[SqlValue::Integer(id)]).unwrap();
+            if ok { s.release().unwrap() } else { s.rollback_item().unwrap() }
+        }
+        s.commit().unwrap();
+        let rows = s.query("SELECT id FROM t ORDER BY id", &[]).unwrap();
+        assert_eq!(rows.rows, vec![vec![SqlValue::Integer(1)], vec![SqlValue::Integer(3)]]);
+        s.close();
+    }
+
+    #[test]
+    fn grants_are_enforced_by_the_database() {
+        let (_d, db) = db();
+        let mut s = db.session(DbAccess::ReadOnly);
+        let err = s.query("INSERT INTO t (id) VALUES (1) RETURNING id", &[]).unwrap_err();
+        assert!(matches!(err, AppDbError::Denied(_)), "{err:?}");
+        s.close();
+        // The connection went back to the pool writable again.
+        let mut s = db.session(DbAccess::ReadWrite);
+        s.execute("INSERT INTO t (id) VALUES (1)", &[]).unwrap();
+        s.close();
+        let mut s = db.session(DbAccess::None);
+        assert!(matches!(s.query("SELECT 1", &[]), Err(AppDbError::Denied(_))));
+    }
+
+    #[test]
+    fn constraint_violations_and_interrupts_are_classified() {
+        let (_d, db) = db();
+        let mut s = db.session(DbAccess::ReadWrite);
+        s.execute("INSERT INTO t (id, name) VALUES (1, 'a')", &[]).unwrap();
+        let err = s.execute("INSERT INTO t (id, name) VALUES (2, 'a')", &[]).unwrap_err();
+        assert!(matches!(err, AppDbError::Constraint(_)), "{err:?}");
+        s.interrupt_when(|| true);
+        let err = s
+            .query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c", &[])
+            .unwrap_err();
+        assert_eq!(err, AppDbError::Interrupted);
+        s.close();
+    }
+
+    #[test]
+    fn urls_name_files() {
+        assert_eq!(sqlite_path("sqlite://a/b.db").unwrap(), PathBuf::from("a/b.db"));
+        assert_eq!(sqlite_path("sqlite:///abs/b.db?mode=rwc").unwrap(), PathBuf::from("/abs/b.db"));
+        assert!(sqlite_path("postgres://x").is_err());
+        assert!(sqlite_path("sqlite::memory:").is_err());
+    }
 }

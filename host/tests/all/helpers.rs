@@ -107,8 +107,16 @@ impl Env {
 
     /// Seeds the demo application data (in the same SQLite file) as of `now`.
     pub async fn seed_demo(&self, users: u64, now: DateTime<Utc>) -> sundial::demo::DemoCounts {
-        let db = sundial::store::appdb::AppDb::open(&self.db_url()).unwrap();
-        sundial::demo::seed(db.pool(), users, now).await.unwrap()
+        let mut conn = sundial::demo::open(&self.db_url()).unwrap();
+        sundial::demo::seed(&mut conn, users, now).unwrap()
+    }
+
+    /// A synchronous connection to the application database with the demo
+    /// schema created (and no rows added): for hand-made fixtures and checks.
+    pub fn app(&self) -> rusqlite::Connection {
+        let conn = sundial::demo::open(&self.db_url()).unwrap();
+        sundial::demo::create_schema(&conn).unwrap();
+        conn
     }
 
     /// A direct connection to the (application) database.

@@ -8,6 +8,8 @@
 //!   restarts, crash recovery, overlap, retries.
 //! - `items`: the per-item loop: isolation, rollback, limit, dry run.
 //! - `cli`: the `sundial` binary as an operator uses it.
+//! - `jobs_snapshot`, `jobs_recommendation`, `jobs_metrics`, `jobs_weekly`:
+//!   the seed jobs from `jobs/` on hand-made fixtures and on the demo data.
 
 // Test code: failing loudly is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -16,5 +18,6 @@ mod helpers;
 
 mod cli;
 mod items;
+mod resume;
 mod runs;
 mod scheduling;

@@ -1,0 +1,460 @@
+//! The per-item engine: the host owns the loop over a job's items so job
+//! authors write only the per-item logic.
+//!
+//! - Items come a page at a time from the guest's `items(cursor)`; a million
+//!   items are never one list in memory. Listing a page never changes data
+//!   (it runs in a savepoint that is always rolled back).
+//! - Each item runs in its own savepoint inside a batch transaction: a
+//!   failed item is rolled back to its savepoint and the loop goes on; the
+//!   batch commits every [`BATCH_ITEMS`] items or [`BATCH_TIME`], so the cost of
+//!   a commit is shared. A dry run rolls every batch back.
+//! - With a read-write grant, each commit also writes a checkpoint (the page
+//!   cursor and the last item done) into the application database in the same
+//!   transaction. A later attempt for the same scheduled instant (a retry, or
+//!   a re-run after the host died) starts after the checkpoint, so no item
+//!   already committed is run again. A finished run deletes its checkpoint.
+//! - A timeout or cancellation keeps the work committed so far (and its
+//!   checkpoint); a trap costs only the item that trapped (the loop continues
+//!   in a fresh instance).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use wasmtime::Store;
+
+use super::Runtime;
+use super::bindings::{Job, types as wit};
+use super::component::ComponentVersion;
+use super::exec::{classify, fresh_instance, guest_error};
+use super::host::HostState;
+use crate::model::{DbAccess, ErrorClass, ExecutionStatus, RunReport};
+use crate::store::appdb::{AppDbError, AppSession, SqlValue};
+
+/// Items per batch transaction at most.
+pub const BATCH_ITEMS: u64 = 1000;
+/// A batch commits after this long even if it has fewer items.
+pub const BATCH_TIME: Duration = Duration::from_millis(250);
+/// The checkpoint table Sundial keeps in the application database.
+pub const CHECKPOINT_TABLE: &str = "sundial_item_checkpoints";
+
+const CREATE_CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS sundial_item_checkpoints (
+    job TEXT NOT NULL,
+    run_key TEXT NOT NULL,
+    cursor TEXT,
+    last_key TEXT,
+    done INTEGER NOT NULL,
+    execution_id INTEGER NOT NULL,
+    PRIMARY KEY (job, run_key)
+)";
+
+struct Resume {
+    cursor: Option<String>,
+    last_key: Option<String>,
+    done: u64,
+    execution_id: i64,
+}
+
+/// Where the loop stands: the cursor that fetched the current page and the
+/// last item finished in it.
+#[derive(Default)]
+struct Position {
+    cursor: Option<String>,
+    last_key: Option<String>,
+}
+
+struct Batch {
+    items: u64,
+    ok: u64,
+    changed: u64,
+    started: Instant,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Batch { items: 0, ok: 0, changed: 0, started: Instant::now() }
+    }
+}
+
+struct Engine<'a> {
+    rt: &'a Runtime,
+    version: &'a ComponentVersion,
+    store: &'a mut Store<HostState>,
+    job: Job,
+    ctx: &'a wit::Context,
+    timeout: Duration,
+    report: RunReport,
+    batch: Batch,
+    checkpoints: bool,
+    /// Items counted by earlier attempts (from the checkpoint).
+    done_before: u64,
+}
+
+/// Runs an item job to its end.
+pub(crate) fn run_items(
+    rt: &Runtime,
+    version: &ComponentVersion,
+    store: &mut Store<HostState>,
+    job: Job,
+    ctx: &wit::Context,
+    timeout: Duration,
+) -> RunReport {
+    let access = store.data().db.as_ref().map(AppSession::access).unwrap_or(DbAccess::None);
+    let mut report = RunReport::new(ExecutionStatus::Succeeded);
+    report.guest_started_at = Some(rt.clock().now());
+    let mut engine = Engine {
+        rt,
+        version,
+        store,
+        job,
+        ctx,
+        timeout,
+        report,
+        batch: Batch::new(),
+        checkpoints: access == DbAccess::ReadWrite && !ctx.dry_run,
+        done_before: 0,
+    };
+    let mut resumed = None;
+    if engine.checkpoints {
+        match engine.load_checkpoint() {
+            Ok(r) => resumed = r,
+            Err(e) => {
+                engine.report.fail(
+                    ExecutionStatus::Failed,
+                    db_class(&e),
+                    format!("cannot read the item checkpoint from the application database: {e}"),
+                );
+                return engine.report;
+            }
+        }
+    }
+    if let Some(r) = &resumed {
+        engine.done_before = r.done;
+        engine.log(&format!(
+            "resuming after {} items already committed by execution {} for this scheduled instant",
+            r.done, r.execution_id
+        ));
+    }
+    let ended = engine.run(resumed);
+    engine.finish(ended)
+}
+
+/// How the loop ended.
+enum Ended {
+    /// Every item was seen (or the limit reached).
+    Complete,
+    /// The run stopped early; the report already says why.
+    Stopped,
+}
+
+impl Engine<'_> {
+    fn db(&mut self) -> Option<&mut AppSession> {
+        self.store.data_mut().db.as_mut()
+    }
+
+    fn log(&mut self, message: &str) {
+        tracing::info!(target: "sundial::items", job = %self.ctx.job_name, execution = self.ctx.execution_id, "{message}");
+        self.store.data_mut().logs.push("INFO", message);
+    }
+
+    fn run_key(&self) -> String {
+        self.ctx.scheduled_for.to_string()
+    }
+
+    fn load_checkpoint(&mut self) -> Result<Option<Resume>, AppDbError> {
+        let job = SqlValue::Text(self.ctx.job_name.clone());
+        let key = SqlValue::Text(self.run_key());
+        let Some(db) = self.db() else { return Ok(None) };
+        db.execute(CREATE_CHECKPOINTS, &[])?;
+        let rows = db.query(
+            "SELECT cursor, last_key, done, execution_id FROM sundial_item_checkpoints WHERE job = $1 AND run_key = $2",
+            &[job, key],
+        )?;
+        let Some(row) = rows.rows.into_iter().next() else { return Ok(None) };
+        let text = |v: &SqlValue| match v {
+            SqlValue::Text(s) => Some(s.clone()),
+            _ => None,
+        };
+        let int = |v: &SqlValue| match v {
+            SqlValue::Integer(i) => *i,
+            _ => 0,
+        };
+        Ok(Some(Resume {
+            cursor: row.first().and_then(text),
+            last_key: row.get(1).and_then(text),
+            done: u64::try_from(row.get(2).map(int).unwrap_or(0)).unwrap_or(0),
+            execution_id: row.get(3).map(int).unwrap_or(0),
+        }))
+    }
+
+    /// Opens the batch transaction if none is open.
+    fn ensure_batch(&mut self) -> Result<(), AppDbError> {
+        let Some(db) = self.db() else { return Ok(()) };
+        if !db.in_transaction() {
+            db.begin()?;
+            self.batch = Batch::new();
+        }
+        Ok(())
+    }
+
+    /// Ends the batch: rolls back in a dry run, else writes the checkpoint
+    /// (or deletes it when the run is complete) and commits. If the commit
+    /// fails, the batch's items are counted as failed.
+    fn end_batch(&mut self, at: &Position, complete: bool) {
+        let dry_run = self.ctx.dry_run;
+        let checkpoints = self.checkpoints;
+        let job = SqlValue::Text(self.ctx.job_name.clone());
+        let key = SqlValue::Text(self.run_key());
+        let done = i64::try_from(self.done_before + self.report.items_total).unwrap_or(i64::MAX);
+        let execution = SqlValue::Integer(self.ctx.execution_id);
+        let batch = std::mem::replace(&mut self.batch, Batch::new());
+        let Some(db) = self.db() else { return };
+        if !db.in_transaction() {
+            return;
+        }
+        if dry_run {
+            let _ = db.rollback();
+            return;
+        }
+        let mut result = Ok(());
+        if checkpoints {
+            result = if complete {
+                db.execute("DELETE FROM sundial_item_checkpoints WHERE job = $1 AND run_key = $2", &[job, key])
+                    .map(|_| ())
+            } else {
+                let text = |v: &Option<String>| v.clone().map(SqlValue::Text).unwrap_or(SqlValue::Null);
+                db.execute(
+                    "INSERT INTO sundial_item_checkpoints (job, run_key, cursor, last_key, done, execution_id)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (job, run_key) DO UPDATE SET cursor = excluded.cursor,
+                       last_key = excluded.last_key, done = excluded.done, execution_id = excluded.execution_id",
+                    &[job, key, text(&at.cursor), text(&at.last_key), SqlValue::Integer(done), execution],
+                )
+                .map(|_| ())
+            };
+        }
+        let result = result.and_then(|()| db.commit());
+        if let Err(e) = result {
+            let _ = db.rollback();
+            if batch.ok > 0 {
+                self.report.items_ok -= batch.ok;
+                self.report.items_failed += batch.ok;
+                self.report.changed = self.report.changed.saturating_sub(batch.changed);
+                self.report.problem(
+                    format!("batch of {} items", batch.items),
+                    db_class(&e),
+                    format!("commit failed, the batch's work was rolled back: {e}"),
+                );
+                self.publish_progress();
+            }
+        }
+    }
+
+    fn publish_progress(&mut self) {
+        let (total, ok, skipped, failed) =
+            (self.report.items_total, self.report.items_ok, self.report.items_skipped, self.report.items_failed);
+        let p = &self.store.data().progress;
+        p.done.store(total, Ordering::Relaxed);
+        p.ok.store(ok, Ordering::Relaxed);
+        p.skipped.store(skipped, Ordering::Relaxed);
+        p.failed.store(failed, Ordering::Relaxed);
+    }
+
+    fn run(&mut self, resumed: Option<Resume>) -> Ended {
+        let limit = self.ctx.limit.unwrap_or(u64::MAX);
+        let mut at = Position::default();
+        let mut skip_through = None;
+        if let Some(r) = resumed {
+            at.cursor = r.cursor;
+            skip_through = r.last_key;
+        }
+        loop {
+            if self.report.items_total >= limit {
+                self.end_batch(&at, true);
+                return Ended::Complete;
+            }
+            if let Err(e) = self.ensure_batch() {
+                self.report.fail(ExecutionStatus::Failed, db_class(&e), format!("cannot begin a transaction: {e}"));
+                return Ended::Stopped;
+            }
+            let page = self.list(at.cursor.as_deref());
+            let page = match page {
+                Ok(page) => page,
+                Err(()) => {
+                    self.end_batch(&at, false);
+                    return Ended::Stopped;
+                }
+            };
+            // Resuming inside a page: skip the items the checkpoint covers (if
+            // the page still holds the last one done; else the page changed
+            // and every item in it runs).
+            let wit::Page { mut items, next_cursor } = page;
+            if let Some(last) = skip_through.take()
+                && let Some(pos) = items.iter().position(|i| i.key == last)
+            {
+                items.drain(..=pos);
+                at.last_key = Some(last);
+            }
+            for item in items {
+                if self.report.items_total >= limit {
+                    break;
+                }
+                if let Stop::Yes = self.run_one(&item, &at) {
+                    return Ended::Stopped;
+                }
+                at.last_key = Some(item.key);
+                if self.batch.items >= BATCH_ITEMS || self.batch.started.elapsed() >= BATCH_TIME {
+                    self.end_batch(&at, false);
+                    if let Err(e) = self.ensure_batch() {
+                        self.report.fail(
+                            ExecutionStatus::Failed,
+                            db_class(&e),
+                            format!("cannot begin a transaction: {e}"),
+                        );
+                        return Ended::Stopped;
+                    }
+                }
+            }
+            match next_cursor {
+                Some(next) if self.report.items_total < limit => {
+                    at = Position { cursor: Some(next), last_key: None };
+                }
+                _ => {
+                    self.end_batch(&at, true);
+                    return Ended::Complete;
+                }
+            }
+        }
+    }
+
+    /// Lists one page; listing never changes data.
+    fn list(&mut self, cursor: Option<&str>) -> Result<wit::Page, ()> {
+        if let Some(db) = self.db() {
+            let _ = db.savepoint();
+        }
+        let page = self.job.call_items(&mut *self.store, self.ctx, cursor);
+        if let Some(db) = self.db() {
+            let _ = db.rollback_item();
+        }
+        match page {
+            Ok(Ok(page)) => Ok(page),
+            Ok(Err(e)) => {
+                let (class, message) = guest_error(e);
+                let status = if class == ErrorClass::Skip { ExecutionStatus::Skipped } else { ExecutionStatus::Failed };
+                self.report.fail(status, class, format!("listing items: {message}"));
+                Err(())
+            }
+            Err(e) => {
+                let (status, class, message) = classify(&e, self.store.data(), self.timeout);
+                self.report.fail(status, class, format!("listing items: {message}"));
+                Err(())
+            }
+        }
+    }
+
+    fn run_one(&mut self, item: &wit::Item, at: &Position) -> Stop {
+        self.report.items_total += 1;
+        self.batch.items += 1;
+        if let Some(e) = self.db().and_then(|db| db.savepoint().err()) {
+            self.report.items_failed += 1;
+            self.report.problem(item.key.clone(), db_class(&e), format!("cannot open the item's savepoint: {e}"));
+            self.publish_progress();
+            return Stop::No;
+        }
+        let result = self.job.call_run_item(&mut *self.store, self.ctx, item);
+        match result {
+            Ok(Ok(outcome)) => match self.db().map(|db| db.release()) {
+                None | Some(Ok(())) => {
+                    self.report.items_ok += 1;
+                    self.report.changed += outcome.changed;
+                    self.batch.ok += 1;
+                    self.batch.changed += outcome.changed;
+                }
+                Some(Err(e)) => {
+                    self.report.items_failed += 1;
+                    self.report.problem(item.key.clone(), db_class(&e), format!("cannot keep the item's work: {e}"));
+                }
+            },
+            Ok(Err(e)) => {
+                if let Some(db) = self.db() {
+                    let _ = db.rollback_item();
+                }
+                let (class, message) = guest_error(e);
+                if class == ErrorClass::Skip {
+                    self.report.items_skipped += 1;
+                } else {
+                    self.report.items_failed += 1;
+                }
+                self.report.problem(item.key.clone(), class, message);
+            }
+            Err(e) => {
+                if let Some(db) = self.db() {
+                    let _ = db.rollback_item();
+                }
+                let (status, class, message) = classify(&e, self.store.data(), self.timeout);
+                self.report.items_failed += 1;
+                self.report.problem(item.key.clone(), class, message.clone());
+                if matches!(status, ExecutionStatus::TimedOut | ExecutionStatus::Cancelled) {
+                    // Keep what is done; the interrupted item is not.
+                    self.publish_progress();
+                    self.report.fail(status, class, message);
+                    self.end_batch(at, false);
+                    return Stop::Yes;
+                }
+                // A trapped instance may not be entered again: continue
+                // with a fresh instance in a fresh store (same session).
+                match fresh_instance(self.rt, self.version, self.store) {
+                    Ok(fresh) => self.job = fresh,
+                    Err(e) => {
+                        self.report.fail(
+                            ExecutionStatus::Failed,
+                            ErrorClass::Host,
+                            format!("cannot re-instantiate after a trap: {e:#}"),
+                        );
+                        self.end_batch(at, false);
+                        return Stop::Yes;
+                    }
+                }
+            }
+        }
+        self.publish_progress();
+        Stop::No
+    }
+
+    fn finish(mut self, ended: Ended) -> RunReport {
+        self.publish_progress();
+        let mut report = self.report;
+        if matches!(ended, Ended::Complete) && report.items_failed > 0 {
+            let status = if report.items_ok == 0 && report.items_skipped == 0 {
+                ExecutionStatus::Failed
+            } else {
+                ExecutionStatus::Partial
+            };
+            let message = format!("{} of {} items failed", report.items_failed, report.items_total);
+            report.fail(status, ErrorClass::Fatal, message);
+        }
+        let mut summary = format!(
+            "{} items: {} ok, {} skipped, {} failed",
+            report.items_total, report.items_ok, report.items_skipped, report.items_failed
+        );
+        if self.ctx.dry_run {
+            summary.push_str(&format!("; dry run: {} changes would have been made, nothing committed", report.changed));
+        }
+        if self.done_before > 0 {
+            summary.push_str(&format!(" (resumed after {} items done by an earlier attempt)", self.done_before));
+        }
+        report.summary = Some(summary);
+        report
+    }
+}
+
+enum Stop {
+    Yes,
+    No,
+}
+
+fn db_class(e: &AppDbError) -> ErrorClass {
+    match e {
+        AppDbError::Busy(_) => ErrorClass::Retryable,
+        _ => ErrorClass::Host,
+    }
+}

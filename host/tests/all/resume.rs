@@ -1,0 +1,112 @@
+//! Resume: a per-item run cut short by a host that died (`kill -9`) is re-run
+//! as its next attempt, which starts after the last committed batch — every
+//! item is committed exactly once.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+/// A `sundial serve` process, killed if the test fails.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(env: &Env) -> Serve {
+    let child = Command::new(env!("CARGO_BIN_EXE_sundial"))
+        .arg("serve")
+        .current_dir(env.path())
+        .env_remove("SUNDIAL_DATABASE_URL")
+        .env_remove("SUNDIAL_JOBS_DIR")
+        .env_remove("SUNDIAL_CONFIG")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    Serve(child)
+}
+
+fn write_config(env: &Env, enabled: bool) {
+    // Fires every second (overlap: skip) until the restart, which only
+    // re-runs the crashed execution.
+    let config = format!(
+        r#"database = "sqlite://sundial.db"
+jobs_dir = "jobs"
+[jobs.slow-items]
+schedule = "* * * * * *"
+enabled = {enabled}
+database = "read-write"
+retry_on_crash = true
+args = {{ delay_ms = "15" }}
+"#
+    );
+    std::fs::write(env.path().join("sundial.toml"), config).unwrap();
+}
+
+fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_run_cut_short_by_kill_9_resumes_after_its_last_commit() {
+    const USERS: i64 = 150;
+    let env = Env::new(&["slow-items"]);
+    write_config(&env, true);
+    let db = env.path().join("sundial.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE users (id INTEGER PRIMARY KEY); CREATE TABLE visits (user_id INTEGER, execution_id INTEGER);",
+        )
+        .unwrap();
+        for id in 1..=USERS {
+            conn.execute("INSERT INTO users (id) VALUES (?1)", [id]).unwrap();
+        }
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+
+    let mut first = serve(&env);
+    // Past two batch commits (every 250 ms), then the host dies mid-batch.
+    wait_for("the first batches", Duration::from_secs(30), || count(&conn, "SELECT count(*) FROM visits") >= 30);
+    std::thread::sleep(Duration::from_millis(100));
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let before = count(&conn, "SELECT count(*) FROM visits");
+    assert!(before > 0 && before < USERS, "cut short part-way: {before} of {USERS}");
+
+    write_config(&env, false);
+    let mut second = serve(&env);
+    wait_for("the resumed attempt to finish", Duration::from_secs(60), || {
+        count(&conn, "SELECT count(*) FROM job_executions WHERE trigger = 'retry' AND status = 'succeeded'") == 1
+    });
+    Command::new("kill").args(["-INT", &second.0.id().to_string()]).status().unwrap();
+    assert!(second.0.wait().unwrap().success());
+
+    assert_eq!(count(&conn, "SELECT count(*) FROM visits"), USERS, "every user visited once, none twice");
+    assert_eq!(count(&conn, "SELECT count(DISTINCT user_id) FROM visits"), USERS);
+    assert_eq!(count(&conn, "SELECT count(DISTINCT execution_id) FROM visits"), 2);
+    let crashed = count(&conn, "SELECT count(*) FROM job_executions WHERE status = 'crashed'");
+    assert_eq!(crashed, 1, "the killed run is marked crashed");
+    let (attempt, total, summary): (i64, i64, String) = conn
+        .query_row("SELECT attempt, items_total, summary FROM job_executions WHERE trigger = 'retry'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(attempt, 2);
+    assert_eq!(total, USERS - before, "the retry ran only the items not yet committed");
+    assert!(summary.contains(&format!("resumed after {before} items")), "{summary}");
+    assert_eq!(count(&conn, "SELECT count(*) FROM sundial_item_checkpoints"), 0, "a finished run drops its checkpoint");
+}
