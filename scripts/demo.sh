@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs Sundial's main job on a fresh machine: builds the example job
-# components and the host, seeds a demo application database, and runs the
-# host in the foreground with ./sundial.toml (cleanup every minute, on the
-# embedded SQLite file sundial-demo.db). Ctrl-C stops it.
+# Runs Sundial's main job on a fresh machine: builds the job components
+# (cleanup, snapshot, recommendation, metrics, weekly-report) and the host,
+# (re)creates the demo application database with every table those jobs use
+# (DEMO_USERS users, 1000 by default), and runs the host in the foreground with
+# ./sundial.toml (cleanup every minute, the others on their daily/hourly
+# schedules, on the embedded SQLite file sundial-demo.db). Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

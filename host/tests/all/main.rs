@@ -18,6 +18,10 @@ mod helpers;
 
 mod cli;
 mod items;
+mod jobs_metrics;
+mod jobs_recommendation;
+mod jobs_snapshot;
+mod jobs_weekly;
 mod resume;
 mod runs;
 mod scheduling;

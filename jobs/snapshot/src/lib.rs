@@ -1,0 +1,132 @@
+//! `snapshot`: fixes yesterday's nutrition target of every active user
+//! (seed 000 §1-1, SnapshotActiveTargetForYesterdayJob).
+//!
+//! Past days must keep the target that applied then, even after the user
+//! edits it: once a day this job makes sure every active user has a
+//! `daily_target_snapshots` row for *yesterday*, copied from the user's active
+//! target. A snapshot, once written, is never changed.
+//!
+//! - **Yesterday** is the run date minus one day. The run date is the local
+//!   date of the scheduled instant in the job's time zone (UTC unless
+//!   configured), or the operator's `--date D` — which therefore snapshots
+//!   `D − 1`, exactly as a run on `D` would have.
+//! - **Items**: every active user (`withdrawn_at IS NULL`), in id order.
+//!   - no active target → skipped, reason `no active target`;
+//!   - a snapshot for yesterday already exists → succeeds with nothing
+//!     changed, so a second run reports 0 changed;
+//!   - otherwise one row is inserted from the active target.
+//! - **Speed**: the page query carries everything an item needs (the active
+//!   target's values and whether the snapshot exists), so an item is at most
+//!   one `INSERT` — no per-user `SELECT`. Pages are keyset-paginated on the
+//!   user id and served by the primary key, the unique partial index on the
+//!   active target and the `(user_id, date)` unique index of the snapshots.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use sundial_guest::{Context, Date, Item, ItemJob, JobError, JobInfo, Outcome, Page, db, time};
+
+struct Snapshot;
+
+/// Users per page: large enough that listing costs little per item, small
+/// enough that a page is a few hundred kilobytes.
+const PAGE: usize = 1000;
+
+const LIST: &str = "\
+    SELECT u.id, t.id, t.calories, t.protein_g, t.fat_g, t.carbs_g, \
+           CASE WHEN EXISTS (SELECT 1 FROM daily_target_snapshots s WHERE s.user_id = u.id AND s.date = $2) \
+                THEN 1 ELSE 0 END \
+    FROM users u \
+    LEFT JOIN targets t ON t.user_id = u.id AND t.active = 1 \
+    WHERE u.id > $1 AND u.withdrawn_at IS NULL \
+    ORDER BY u.id \
+    LIMIT $3";
+
+const INSERT: &str = "\
+    INSERT INTO daily_target_snapshots (user_id, date, target_id, calories, protein_g, fat_g, carbs_g, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+    ON CONFLICT (user_id, date) DO NOTHING";
+
+impl ItemJob for Snapshot {
+    fn info() -> JobInfo {
+        JobInfo::new("snapshot", "Fixes yesterday's nutrition target of every active user", "10 0 * * *")
+            .read_write_database()
+    }
+
+    fn items(ctx: &Context, cursor: Option<&str>) -> Result<Page, JobError> {
+        let after = parse_cursor(cursor)?;
+        let run = RunConsts::get(ctx)?;
+        let rows = db::query(LIST, &[after.into(), run.yesterday.as_str().into(), (PAGE as i64).into()])?;
+        Ok(Page::from_rows(rows, PAGE))
+    }
+
+    fn run_item(ctx: &Context, item: &Item) -> Result<Outcome, JobError> {
+        let user = item.get(0).as_i64().ok_or_else(|| JobError::fatal(format!("item {} has no user id", item.key)))?;
+        if item.get(6).as_i64() == Some(1) {
+            return Ok(Outcome::unchanged());
+        }
+        let target = item.get(1);
+        if target.is_null() {
+            return Err(JobError::skip("no active target"));
+        }
+        let run = RunConsts::get(ctx)?;
+        let inserted = db::execute(
+            INSERT,
+            &[
+                user.into(),
+                run.yesterday.as_str().into(),
+                target.clone(),
+                item.get(2).clone(),
+                item.get(3).clone(),
+                item.get(4).clone(),
+                item.get(5).clone(),
+                run.created_at.as_str().into(),
+            ],
+        )?;
+        Ok(Outcome::changed(inserted))
+    }
+}
+
+/// What every item of one execution shares, computed once per execution
+/// rather than with host calls per item (an instance serves one execution,
+/// but the execution id is checked so a reused instance never sees stale values).
+struct RunConsts {
+    execution_id: i64,
+    yesterday: String,
+    created_at: String,
+}
+
+thread_local! {
+    static RUN: RefCell<Option<Rc<RunConsts>>> = const { RefCell::new(None) };
+}
+
+impl RunConsts {
+    fn get(ctx: &Context) -> Result<Rc<RunConsts>, JobError> {
+        if let Some(run) = RUN.with_borrow(|r| r.clone()).filter(|r| r.execution_id == ctx.execution_id) {
+            return Ok(run);
+        }
+        let run = Rc::new(RunConsts {
+            execution_id: ctx.execution_id,
+            yesterday: ctx.run_date()?.add_days(-1).to_string(),
+            created_at: iso_utc(time::now_ms()),
+        });
+        RUN.set(Some(run.clone()));
+        Ok(run)
+    }
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Result<i64, JobError> {
+    match cursor {
+        None => Ok(0),
+        Some(c) => c.parse().map_err(|_| JobError::fatal(format!("invalid page cursor {c:?}, expected a user id"))),
+    }
+}
+
+/// ISO 8601 UTC text of `ms` since the epoch, computed in the guest (no host call).
+fn iso_utc(ms: i64) -> String {
+    let date: Date = Date::new(1970, 1, 1).add_days(ms.div_euclid(86_400_000));
+    let secs = ms.rem_euclid(86_400_000) / 1000;
+    format!("{date}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+sundial_guest::export_item_job!(Snapshot);
