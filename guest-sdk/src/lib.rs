@@ -8,9 +8,9 @@
 //! Dropping the `.wasm` file into the host's jobs directory deploys it.
 //!
 //! Everything a job may touch outside its own memory goes through the host:
-//! [`db`] (the application database, if the operator granted it), [`log`],
-//! [`progress`], [`time`] (clock and time zones) and [`state`] (private
-//! key-value state).
+//! [`db`] (the application database, if the operator granted it), [`http`]
+//! (outbound HTTP to the hosts the operator granted), [`log`], [`progress`],
+//! [`time`] (clock and time zones) and [`state`] (private key-value state).
 //!
 //! # Example: a complete job
 //!
@@ -49,6 +49,7 @@
 
 use std::fmt;
 
+pub mod http;
 mod types;
 pub use types::{Capability, Context, DbAccess, Item, JobError, JobInfo, Outcome, Page, Row, Rows, Trigger, Value};
 

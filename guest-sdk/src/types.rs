@@ -227,7 +227,10 @@ impl JobInfo {
         self.capabilities.push(Capability::Database(DbAccess::ReadWrite));
         self
     }
-    /// Requests outbound HTTP to `host`.
+    /// Requests outbound HTTP to `host` (`api.example.com` or
+    /// `api.example.com:8443`); `"*"` says the job reaches whatever hosts its
+    /// operator configures (its URL is an argument). Requesting grants nothing:
+    /// the host warns at load when the operator's `http` grant does not match.
     pub fn http(mut self, host: &str) -> Self {
         self.capabilities.push(Capability::Http(host.into()));
         self

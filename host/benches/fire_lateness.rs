@@ -87,7 +87,7 @@ async fn sundial_run(n: usize, secs: u64) -> Figures {
         let supervisor = JobSupervisor::new(SupervisorSetup {
             job: job.clone(),
             config: job_config.clone(),
-            version: version.clone(),
+            code: sundial::runtime::JobCode::Component(version.clone()),
             runtime: runtime.clone(),
             repo: repo.clone(),
             app_db: None,
@@ -181,7 +181,10 @@ fn main() {
     for &n in &loads {
         let f = actix_rt::System::new().block_on(sundial_run(n, secs));
         f.print("sundial", n, secs);
-        let f = tokio_cron_run(n, secs);
-        f.print("tokio-cron-scheduler", n, secs);
+        // FIRE_LATENESS_SUNDIAL_ONLY=1 leaves the comparison out (for profiling).
+        if std::env::var_os("FIRE_LATENESS_SUNDIAL_ONLY").is_none() {
+            let f = tokio_cron_run(n, secs);
+            f.print("tokio-cron-scheduler", n, secs);
+        }
     }
 }

@@ -19,6 +19,9 @@
 //! timezone = "UTC"
 //! database = "read-write"
 //! args = { retention_days = "30" }
+//!
+//! [jobs.listed-companies]
+//! http = ["api.example.com", "127.0.0.1:8123"]   # hosts it may reach; none by default
 //! ```
 //!
 //! Relative paths (the jobs directory, SQLite files) are relative to the
@@ -30,7 +33,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::model::{DbAccess, JobInfo, MisfirePolicy, OverlapPolicy};
+use crate::model::{Capability, DbAccess, HttpAllowlist, HttpHost, JobInfo, MisfirePolicy, OverlapPolicy};
 use crate::runtime::Limits;
 use crate::schedule::Schedule;
 
@@ -83,6 +86,8 @@ pub struct JobSettings {
     pub enabled: Option<bool>,
     /// Database grant: "none", "read-only" or "read-write".
     pub database: Option<DbAccess>,
+    /// HTTP grant: the hosts (`host` or `host:port`) the job may reach.
+    pub http: Option<Vec<String>>,
     /// Deadline of one execution, in seconds.
     pub timeout_secs: Option<u64>,
     /// Memory limit of one execution, in MiB.
@@ -113,6 +118,7 @@ impl JobSettings {
             timezone: self.timezone.clone().or_else(|| base.timezone.clone()),
             enabled: self.enabled.or(base.enabled),
             database: self.database.or(base.database),
+            http: self.http.clone().or_else(|| base.http.clone()),
             timeout_secs: self.timeout_secs.or(base.timeout_secs),
             memory_mib: self.memory_mib.or(base.memory_mib),
             overlap: self.overlap.or(base.overlap),
@@ -232,6 +238,7 @@ impl Config {
             if s.max_attempts == Some(0) {
                 return Err(err("max_attempts must be at least 1".into()));
             }
+            parse_http_grant(s.http.as_deref()).map_err(|e| err(format!("http: {e}")))?;
         }
         Ok(())
     }
@@ -266,6 +273,11 @@ impl Config {
         Schedule::parse(&schedule, &timezone)
             .map_err(|e| ConfigError::Job { job: info.name.clone(), message: e.to_string() })?;
         let defaults = Limits::default();
+        let http = parse_http_grant(s.http.as_deref())
+            .map_err(|e| ConfigError::Job { job: info.name.clone(), message: format!("http: {e}") })?;
+        for problem in http_grant_mismatches(info, &http) {
+            tracing::warn!(job = %info.name, "{problem}");
+        }
         Ok(JobConfig {
             schedule,
             timezone,
@@ -274,6 +286,7 @@ impl Config {
             limits: Limits {
                 timeout: s.timeout_secs.map(Duration::from_secs).unwrap_or(defaults.timeout),
                 memory_bytes: s.memory_mib.map(|m| (m as usize) << 20).unwrap_or(defaults.memory_bytes),
+                http,
             },
             overlap: s.overlap.unwrap_or_default(),
             misfire: s.misfire.unwrap_or_default(),
@@ -284,6 +297,60 @@ impl Config {
             args: s.args.into_iter().collect(),
         })
     }
+}
+
+/// Parses an `http` grant; a missing grant allows nothing.
+fn parse_http_grant(entries: Option<&[String]>) -> Result<HttpAllowlist, String> {
+    let hosts = entries.unwrap_or_default().iter().map(|e| e.parse::<HttpHost>()).collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpAllowlist::new(hosts))
+}
+
+/// Where the hosts a job asks for in `describe` and the operator's `http`
+/// grant differ, one sentence each. Only the grant counts when the job runs;
+/// these are warnings for the operator. A job that asks for `*` reaches hosts
+/// the operator chooses (its URL is an argument), so any grant satisfies it.
+pub fn http_grant_mismatches(info: &JobInfo, grant: &HttpAllowlist) -> Vec<String> {
+    let requested: Vec<&str> = info
+        .capabilities
+        .iter()
+        .filter_map(|c| match c {
+            Capability::Http(h) => Some(h.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut problems = Vec::new();
+    let any = requested.contains(&"*");
+    if any && grant.is_empty() {
+        problems.push(format!(
+            "the job makes HTTP requests to hosts set by its operator, but none is granted: \
+             list them in `http = [...]` under [jobs.{}] in sundial.toml",
+            info.name
+        ));
+    }
+    for r in requested.iter().filter(|r| **r != "*") {
+        let covered = match r.parse::<HttpHost>() {
+            Ok(want) => {
+                grant.hosts().iter().any(|g| g.host == want.host && (want.port.is_none() || g.port == want.port))
+            }
+            Err(_) => false,
+        };
+        if !covered {
+            problems.push(format!(
+                "the job asks for HTTP access to {r:?}, which is not granted: its requests there will be \
+                 denied until {r:?} is added to `http = [...]` under [jobs.{}] in sundial.toml",
+                info.name
+            ));
+        }
+    }
+    if !any {
+        for g in grant.hosts() {
+            let asked = requested.iter().filter_map(|r| r.parse::<HttpHost>().ok()).any(|r| r.host == g.host);
+            if !asked {
+                problems.push(format!("HTTP access to \"{g}\" is granted but the job does not ask for it"));
+            }
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -337,6 +404,27 @@ mod tests {
         assert!(e.contains("unknown field"), "{e}");
         let e = Config::parse("[jobs.cleanup]\noverlap = \"sometimes\"\n").unwrap_err();
         assert!(e.contains("overlap policy"), "{e}");
+    }
+
+    #[test]
+    fn http_grants_are_validated_and_compared_with_what_the_job_asks_for() {
+        let e = Config::parse("[jobs.cleanup]\nhttp = [\"https://api.example.com\"]\n").unwrap_err();
+        assert!(e.contains("cleanup") && e.contains("http: write the host without a scheme"), "{e}");
+        let c = Config::parse("[jobs.cleanup]\nhttp = [\"api.example.com\", \"127.0.0.1:8123\"]\n").unwrap();
+        let j = c.job(&info()).unwrap();
+        assert!(j.limits.http.allows("127.0.0.1", 8123, 80));
+        assert!(Config::default().job(&info()).unwrap().limits.http.is_empty(), "no grant, no HTTP");
+
+        let mut asks = info();
+        asks.capabilities = vec![Capability::Http("api.example.com".into()), Capability::Http("other.example".into())];
+        let problems = http_grant_mismatches(&asks, &j.limits.http);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains(r#""other.example", which is not granted"#), "{problems:?}");
+        assert!(problems[1].contains(r#""127.0.0.1:8123" is granted but the job does not ask for it"#), "{problems:?}");
+        asks.capabilities = vec![Capability::Http("*".into())];
+        assert!(http_grant_mismatches(&asks, &j.limits.http).is_empty());
+        let none = http_grant_mismatches(&asks, &HttpAllowlist::default());
+        assert!(none[0].contains("none is granted"), "{none:?}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, DEFAULT_DATABASE, DEFAULT_JOBS_DIR};
 use crate::events::{Event, Events};
 use crate::model::{ExecutionId, ExecutionRecord, RunArgs, RunReport};
-use crate::runtime::{Runtime, RuntimeError};
+use crate::runtime::{NativeJob, Runtime, RuntimeError};
 use crate::store::appdb::AppDb;
 use crate::store::{Store, StoreError};
 
@@ -72,6 +72,9 @@ pub struct HostOptions {
     pub node: String,
     /// Events a slow subscriber may fall behind by before missing some.
     pub event_capacity: usize,
+    /// Native jobs to run besides the components (the built-in `backup` is
+    /// added when the configuration has a `[jobs.backup]` section).
+    pub native_jobs: Vec<Arc<dyn NativeJob>>,
 }
 
 impl HostOptions {
@@ -85,6 +88,7 @@ impl HostOptions {
             clock: Arc::new(SystemClock),
             node: node_name(),
             event_capacity: 4096,
+            native_jobs: Vec::new(),
         }
     }
 
@@ -164,6 +168,14 @@ impl Host {
             None
         };
         let events = crate::events::channel(options.event_capacity);
+        let mut native = options.native_jobs.clone();
+        if options.config.jobs.contains_key("backup") && !native.iter().any(|n| n.info().name == "backup") {
+            let mut files = vec![app_db.path().to_path_buf()];
+            if let Ok(own) = crate::store::appdb::sqlite_path(&options.database_url()) {
+                files.insert(0, own);
+            }
+            native.push(Arc::new(crate::builtin::Backup::new(files, options.config.base_dir.clone())));
+        }
         let loader = Loader::new(LoaderSetup {
             dir: options.jobs_dir(),
             config: Arc::new(options.config.clone()),
@@ -174,6 +186,7 @@ impl Host {
             clock: options.clock.clone(),
             node: options.node.clone(),
             events: events.clone(),
+            native,
         })
         .start();
         let loaded = loader.send(LoadAll).await??;

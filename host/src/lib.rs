@@ -24,6 +24,7 @@
 //! `schedule/` is the pure crontab and time-zone logic.
 
 pub mod actors;
+pub mod builtin;
 pub mod cli;
 pub mod clock;
 pub mod config;

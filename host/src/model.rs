@@ -252,6 +252,165 @@ pub struct JobInfo {
     pub capabilities: Vec<Capability>,
 }
 
+/// One entry of a job's HTTP grant (`http = ["api.example.com", "127.0.0.1:8123"]`):
+/// a host name or IP address, with or without a port.
+///
+/// Without a port only the scheme's default port is allowed (443 for https, 80
+/// for http): granting `127.0.0.1` must not open every local service to a job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HttpHost {
+    /// Lowercase host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// The one port allowed; `None` allows the scheme's default port only.
+    pub port: Option<u16>,
+}
+
+impl HttpHost {
+    /// Whether a request to `host:port` is covered by this entry; `default_port`
+    /// is the port of the request's scheme. `host` is compared like
+    /// [`HttpHost::normalize_host`] leaves it.
+    pub fn allows(&self, host: &str, port: u16, default_port: u16) -> bool {
+        self.host == host && self.port.unwrap_or(default_port) == port
+    }
+
+    /// The host of a URL or grant as it is compared: lowercase, without IPv6
+    /// brackets and without a trailing dot.
+    pub fn normalize_host(host: &str) -> String {
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+    }
+}
+
+impl fmt::Display for HttpHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v6 = self.host.contains(':');
+        match (v6, self.port) {
+            (false, None) => f.write_str(&self.host),
+            (false, Some(p)) => write!(f, "{}:{p}", self.host),
+            (true, None) => write!(f, "[{}]", self.host),
+            (true, Some(p)) => write!(f, "[{}]:{p}", self.host),
+        }
+    }
+}
+
+impl FromStr for HttpHost {
+    type Err = String;
+
+    /// Parses `host`, `host:port`, `[v6]` or `[v6]:port`, and says how to fix
+    /// anything else (a URL, a path, a wildcard).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("an HTTP grant entry is empty; write a host such as \"api.example.com\"".into());
+        }
+        if let Some((_, rest)) = s.split_once("://") {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+            return Err(format!("write the host without a scheme: {host:?}, not {s:?}"));
+        }
+        if s.contains('*') {
+            return Err(format!("{s:?}: wildcards are not supported; list each host the job may reach"));
+        }
+        if s.contains(['/', '?', '#', '@']) || s.contains(char::is_whitespace) {
+            return Err(format!("{s:?} is not a host: write only a host or host:port, e.g. \"api.example.com\""));
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (host, after) =
+                rest.split_once(']').ok_or_else(|| format!("{s:?}: an IPv6 address needs its closing ']'"))?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or_else(|| format!("{s:?}: expected ':port' after ']'"))?),
+            };
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("{s:?}: {host:?} is not an IPv6 address"));
+            }
+            (host, port)
+        } else if s.matches(':').count() > 1 {
+            return Err(format!("{s:?}: write an IPv6 address in brackets, e.g. \"[::1]:8080\""));
+        } else {
+            match s.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (s, None),
+            }
+        };
+        let port = match port {
+            None => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => return Err(format!("{s:?}: the port must be a number from 1 to 65535, got {p:?}")),
+            },
+        };
+        let host = HttpHost::normalize_host(host);
+        let valid = !host.is_empty()
+            && (host.contains(':')
+                || host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                }));
+        if !valid {
+            return Err(format!("{s:?} is not a valid host name or IP address"));
+        }
+        Ok(HttpHost { host, port })
+    }
+}
+
+/// The hosts a job may reach over HTTP: the operator's `http` grant. Deny by
+/// default: the empty list allows nothing.
+///
+/// It is `Copy` so that it travels with the other per-execution limits: each
+/// distinct list is allocated once per process and kept (interned), which
+/// bounds that memory by the distinct grants ever configured.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct HttpAllowlist(&'static [HttpHost]);
+
+impl HttpAllowlist {
+    /// The allowlist of these hosts (duplicates removed).
+    pub fn new(mut hosts: Vec<HttpHost>) -> HttpAllowlist {
+        static INTERNED: std::sync::Mutex<Vec<&'static [HttpHost]>> = std::sync::Mutex::new(Vec::new());
+        hosts.sort();
+        hosts.dedup();
+        if hosts.is_empty() {
+            return HttpAllowlist(&[]);
+        }
+        let mut interned = INTERNED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = interned.iter().find(|h| **h == hosts.as_slice()) {
+            return HttpAllowlist(found);
+        }
+        let hosts: &'static [HttpHost] = Box::leak(hosts.into_boxed_slice());
+        interned.push(hosts);
+        HttpAllowlist(hosts)
+    }
+
+    /// The granted hosts, sorted.
+    pub fn hosts(&self) -> &'static [HttpHost] {
+        self.0
+    }
+
+    /// Whether nothing is granted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether a request to `host:port` (host as [`HttpHost::normalize_host`]
+    /// leaves it) is allowed; `default_port` is the port of its scheme.
+    pub fn allows(&self, host: &str, port: u16, default_port: u16) -> bool {
+        self.0.iter().any(|h| h.allows(host, port, default_port))
+    }
+}
+
+impl fmt::Debug for HttpAllowlist {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|h| h.to_string())).finish()
+    }
+}
+
+impl fmt::Display for HttpAllowlist {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hosts: Vec<String> = self.0.iter().map(|h| format!("{:?}", h.to_string())).collect();
+        write!(f, "[{}]", hosts.join(", "))
+    }
+}
+
 /// What to do with a fire while the previous execution still runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum OverlapPolicy {
@@ -526,5 +685,32 @@ mod tests {
         let err = "sometimes".parse::<OverlapPolicy>().unwrap_err().to_string();
         assert!(err.contains("unknown overlap policy \"sometimes\""), "{err}");
         assert!(err.contains("queue-one"), "{err}");
+    }
+
+    #[test]
+    fn http_grants_parse_hosts_and_say_how_to_fix_the_rest() {
+        let h = |s: &str| s.parse::<HttpHost>();
+        assert_eq!(h("API.Example.com").unwrap(), HttpHost { host: "api.example.com".into(), port: None });
+        assert_eq!(h("127.0.0.1:8123").unwrap(), HttpHost { host: "127.0.0.1".into(), port: Some(8123) });
+        assert_eq!(h("[::1]:8080").unwrap().to_string(), "[::1]:8080");
+        assert!(h("https://api.example.com/v1").unwrap_err().contains(r#"without a scheme: "api.example.com""#));
+        assert!(h("*.example.com").unwrap_err().contains("wildcards are not supported"));
+        assert!(h("api.example.com/v1").unwrap_err().contains("write only a host or host:port"));
+        assert!(h("api.example.com:0").unwrap_err().contains("port must be a number from 1 to 65535"));
+        assert!(h("::1").unwrap_err().contains("in brackets"));
+        assert!(h("").is_err() && h("bad..host").is_err());
+    }
+
+    #[test]
+    fn an_allowlist_allows_its_hosts_on_their_ports_only() {
+        let list = |hosts: &[&str]| HttpAllowlist::new(hosts.iter().map(|h| h.parse().unwrap()).collect());
+        let a = list(&["api.example.com", "127.0.0.1:8123"]);
+        assert!(a.allows("api.example.com", 443, 443) && a.allows("api.example.com", 80, 80));
+        assert!(!a.allows("api.example.com", 8443, 443), "a bare host is its scheme's default port only");
+        assert!(a.allows("127.0.0.1", 8123, 80) && !a.allows("127.0.0.1", 80, 80));
+        assert!(!HttpAllowlist::default().allows("api.example.com", 443, 443), "deny by default");
+        // Interned: equal lists are one allocation, whatever the order.
+        assert_eq!(a.hosts().as_ptr(), list(&["127.0.0.1:8123", "api.example.com"]).hosts().as_ptr());
+        assert_eq!(a.to_string(), r#"["127.0.0.1:8123", "api.example.com"]"#);
     }
 }

@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::{Config, JobConfig};
 use crate::events::Events;
 use crate::model::JobRecord;
-use crate::runtime::{ComponentVersion, MAX_COMPONENT_BYTES, Runtime};
+use crate::runtime::{ComponentVersion, JobCode, MAX_COMPONENT_BYTES, NativeJob, Runtime};
 use crate::store::JobDefinition;
 use crate::store::appdb::AppDb;
 
@@ -33,6 +33,7 @@ pub struct Loader {
     clock: Arc<dyn Clock>,
     node: String,
     events: Events,
+    native: Vec<Arc<dyn NativeJob>>,
     supervisors: HashMap<String, (Addr<JobSupervisor>, PathBuf)>,
 }
 
@@ -56,6 +57,8 @@ pub struct LoaderSetup {
     pub node: String,
     /// Where execution events go.
     pub events: Events,
+    /// Native jobs (built-in or the embedding application's).
+    pub native: Vec<Arc<dyn NativeJob>>,
 }
 
 impl Loader {
@@ -71,17 +74,12 @@ impl Loader {
             clock: s.clock,
             node: s.node,
             events: s.events,
+            native: s.native,
             supervisors: HashMap::new(),
         }
     }
 
-    fn install(
-        &mut self,
-        path: PathBuf,
-        version: Arc<ComponentVersion>,
-        config: JobConfig,
-        job: JobRecord,
-    ) -> Result<String, String> {
+    fn install(&mut self, path: PathBuf, code: JobCode, config: JobConfig, job: JobRecord) -> Result<String, String> {
         let name = job.name.clone();
         if let Some((_, owner)) = self.supervisors.get(&name)
             && owner != &path
@@ -91,14 +89,14 @@ impl Loader {
         let version_no = job.component_version.unwrap_or(1);
         let supervisor = match self.supervisors.get(&name) {
             Some((addr, _)) => {
-                addr.do_send(Deploy { version, version_no, config: config.clone(), job: job.clone() });
+                addr.do_send(Deploy { code, version_no, config: config.clone(), job: job.clone() });
                 addr.clone()
             }
             None => {
                 let addr = JobSupervisor::new(SupervisorSetup {
                     job: job.clone(),
                     config: config.clone(),
-                    version,
+                    code,
                     runtime: self.runtime.clone(),
                     repo: self.repo.clone(),
                     app_db: self.app_db.clone(),
@@ -166,7 +164,12 @@ pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoaderError> {
     Ok(files)
 }
 
-type Loaded = Result<(Arc<ComponentVersion>, JobConfig, JobRecord), (Option<String>, String)>;
+type Loaded = Result<(JobCode, JobConfig, JobRecord), (Option<String>, String)>;
+
+/// Where a native job is "from" (instead of a file).
+fn native_origin(name: &str) -> PathBuf {
+    PathBuf::from(format!("<native job {name}>"))
+}
 
 impl Handler<LoadAll> for Loader {
     type Result = ResponseActFuture<Self, Result<LoadSummary, LoaderError>>;
@@ -179,8 +182,14 @@ impl Handler<LoadAll> for Loader {
         let runtime = self.runtime.clone();
         let repo = self.repo.clone();
         let config = self.config.clone();
+        let native = self.native.clone();
         let work = async move {
             let mut results: Vec<(PathBuf, Loaded)> = Vec::new();
+            for job in native {
+                let name = job.info().name;
+                let r = register(&repo, &config, JobCode::Native(job)).await;
+                results.push((native_origin(&name), r));
+            }
             for path in files {
                 let r = load_one(&runtime, &repo, &config, &path).await;
                 results.push((path, r));
@@ -224,24 +233,30 @@ async fn load_one(runtime: &Runtime, repo: &Addr<Repository>, config: &Config, p
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| (None, format!("cannot read: {e}")))?;
-    let version = runtime.load(bytes).await.map_err(|e| (None, e.to_string()))?;
-    let name = version.info.name.clone();
-    let job_config = config.job(&version.info).map_err(|e| (Some(name.clone()), e.to_string()))?;
+    let version: Arc<ComponentVersion> = runtime.load(bytes).await.map_err(|e| (None, e.to_string()))?;
+    register(repo, config, JobCode::Component(version)).await
+}
+
+/// Records a validated job with the repository.
+async fn register(repo: &Addr<Repository>, config: &Config, code: JobCode) -> Loaded {
+    let info = code.info();
+    let name = info.name.clone();
+    let job_config = config.job(&info).map_err(|e| (Some(name.clone()), e.to_string()))?;
     let def = JobDefinition {
         name: name.clone(),
-        description: version.info.description.clone(),
-        kind: version.info.kind,
+        description: info.description.clone(),
+        kind: info.kind,
         schedule: job_config.schedule.clone(),
         timezone: job_config.timezone.clone(),
         enabled: job_config.enabled,
-        digest: version.digest.clone(),
+        digest: code.digest(),
     };
     let job = match repo.send(UpsertJob { def }).await {
         Ok(Ok(job)) => job,
         Ok(Err(e)) => return Err((Some(name), format!("{:#}", anyhow::Error::new(e)))),
         Err(e) => return Err((Some(name), e.to_string())),
     };
-    Ok((version, job_config, job))
+    Ok((code, job_config, job))
 }
 
 /// Sent by interfaces: the supervisor of a job.

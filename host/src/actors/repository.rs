@@ -22,12 +22,19 @@ pub struct Repository {
     creates: Batch<NewExecution, Option<ExecutionId>>,
     finishes: Batch<(ExecutionId, RunReport), ()>,
     advances: Batch<ScheduleAdvance, ()>,
+    runnings: Batch<ExecutionId, ()>,
 }
 
 impl Repository {
     /// A repository over `store`.
     pub fn new(store: Store) -> Self {
-        Repository { store, creates: Batch::default(), finishes: Batch::default(), advances: Batch::default() }
+        Repository {
+            store,
+            creates: Batch::default(),
+            finishes: Batch::default(),
+            advances: Batch::default(),
+            runnings: Batch::default(),
+        }
     }
 }
 
@@ -116,6 +123,32 @@ impl Handler<CreateExecution> for Repository {
             msg.new,
             |a| &mut a.creates,
             |store, batch| Box::pin(async move { store.create_executions(&batch).await }),
+        )
+    }
+}
+
+/// Sent by a supervisor when the guest call of an execution prepared ahead
+/// of its instant starts: `queued` becomes `running`.
+#[derive(Debug)]
+pub struct MarkRunning {
+    /// The execution.
+    pub id: ExecutionId,
+}
+
+impl Message for MarkRunning {
+    type Result = Result<(), StoreError>;
+}
+
+impl Handler<MarkRunning> for Repository {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, msg: MarkRunning, ctx: &mut Context<Self>) -> Self::Result {
+        enqueue(
+            self,
+            ctx,
+            msg.id,
+            |a| &mut a.runnings,
+            |store, batch| Box::pin(async move { store.mark_running(&batch).await }),
         )
     }
 }

@@ -24,6 +24,11 @@ use crate::store::ScheduleAdvance;
 pub const MISFIRE_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// At most this many catch-up runs per job under the `all` policy.
 pub const MAX_CATCH_UP: usize = 10;
+/// Fires are sent this far ahead of their instant: the supervisor writes the
+/// execution row and the runtime prepares the instance in the meantime, so at
+/// the instant only the guest call is left. The overlap gate and the misfire
+/// policy are still decided against the instant itself.
+pub const FIRE_LEAD: Duration = Duration::from_millis(500);
 /// Longest sleep between checks, so a stepped wall clock is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Due instants enumerated at most per check (an every-second job down for a day).
@@ -130,8 +135,9 @@ impl Scheduler {
     /// Fires everything due and re-arms the timer.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = self.clock.now();
+        let horizon = now + chrono::TimeDelta::from_std(FIRE_LEAD).unwrap_or_default();
         while let Some((due, name)) = self.queue.first().cloned() {
-            if due > now {
+            if due > horizon {
                 break;
             }
             self.queue.remove(&(due, name.clone()));
@@ -166,7 +172,7 @@ impl Scheduler {
         }
         let now = self.clock.now();
         let sleep = match self.queue.first() {
-            Some((t, _)) => (*t - now).to_std().unwrap_or(Duration::ZERO).min(MAX_SLEEP),
+            Some((t, _)) => (*t - now).to_std().unwrap_or(Duration::ZERO).saturating_sub(FIRE_LEAD).min(MAX_SLEEP),
             None => MAX_SLEEP,
         };
         self.timer = Some(ctx.run_later(sleep, |act, ctx| act.tick(ctx)));

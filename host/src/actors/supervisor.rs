@@ -20,14 +20,14 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use super::repository::{CreateExecution, FinishExecution, FlagOverrun, Repository};
+use super::repository::{CreateExecution, FinishExecution, FlagOverrun, MarkRunning, Repository};
 use crate::clock::Clock;
 use crate::config::JobConfig;
 use crate::events::{Event, Events};
 use crate::model::{
     ErrorClass, ExecutionId, ExecutionStatus, JobRecord, OverlapPolicy, RunArgs, RunContext, RunReport, Trigger,
 };
-use crate::runtime::{CancelToken, ComponentVersion, Invocation, Progress, Runtime};
+use crate::runtime::{CancelToken, Invocation, JobCode, Progress, Runtime};
 use crate::store::NewExecution;
 use crate::store::appdb::AppDb;
 
@@ -35,7 +35,9 @@ use crate::store::appdb::AppDb;
 pub struct JobSupervisor {
     job: JobRecord,
     config: JobConfig,
-    version: Arc<ComponentVersion>,
+    code: JobCode,
+    /// `code.digest()`, computed once.
+    digest: String,
     version_no: i64,
     runtime: Runtime,
     repo: Addr<Repository>,
@@ -55,8 +57,8 @@ pub struct SupervisorSetup {
     pub job: JobRecord,
     /// Its effective configuration.
     pub config: JobConfig,
-    /// Its validated component.
-    pub version: Arc<ComponentVersion>,
+    /// Its validated component, or native code.
+    pub code: JobCode,
     /// The runtime.
     pub runtime: Runtime,
     /// The repository.
@@ -74,6 +76,9 @@ pub struct SupervisorSetup {
 struct StartRequest {
     trigger: Trigger,
     scheduled_for: DateTime<Utc>,
+    /// When the guest call must start, if that is still ahead (the scheduler
+    /// fires a moment early so the execution can be prepared).
+    at: Option<DateTime<Utc>>,
     attempt: i64,
     parent: Option<ExecutionId>,
     args: RunArgs,
@@ -88,7 +93,8 @@ impl JobSupervisor {
         JobSupervisor {
             job: s.job,
             config: s.config,
-            version: s.version,
+            digest: s.code.digest(),
+            code: s.code,
             version_no,
             runtime: s.runtime,
             repo: s.repo,
@@ -135,7 +141,7 @@ impl JobSupervisor {
             attempt: req.attempt,
             parent_id: req.parent,
             status,
-            digest: Some(self.version.digest.clone()),
+            digest: Some(self.digest.clone()),
             version: Some(self.version_no),
             node: self.node.clone(),
             args,
@@ -180,7 +186,8 @@ impl JobSupervisor {
 
     fn start(&mut self, req: StartRequest, ctx: &mut Context<Self>) {
         self.starting += 1;
-        let new = self.new_execution(&req, ExecutionStatus::Running, None);
+        let status = if req.at.is_some() { ExecutionStatus::Queued } else { ExecutionStatus::Running };
+        let new = self.new_execution(&req, status, None);
         let repo = self.repo.clone();
         let created = async move { repo.send(CreateExecution { new }).await };
         ctx.spawn(created.into_actor(self).map(move |res, act, ctx| {
@@ -246,10 +253,16 @@ impl JobSupervisor {
             }
         });
         let runtime = self.runtime.clone();
-        let version = self.version.clone();
+        let code = self.code.clone();
         let repo = self.repo.clone();
+        let at = req.at;
+        if let Some(at) = at {
+            let wait = (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+            let repo = self.repo.clone();
+            ctx.run_later(wait, move |_, _| repo.do_send(MarkRunning { id }));
+        }
         let run = async move {
-            let report = runtime.execute(version, invocation).await;
+            let report = runtime.execute_at(code, invocation, at).await;
             let saved = repo.send(FinishExecution { id, report: report.clone() }).await;
             (report, saved)
         };
@@ -291,6 +304,7 @@ impl JobSupervisor {
             let retry = StartRequest {
                 trigger: Trigger::Retry,
                 scheduled_for: req.scheduled_for,
+                at: None,
                 attempt: req.attempt + 1,
                 parent: Some(req.parent.unwrap_or(id)),
                 args: req.args.clone(),
@@ -358,15 +372,27 @@ impl Handler<Fire> for JobSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Fire, ctx: &mut Context<Self>) {
-        let req = StartRequest {
+        let early = (msg.scheduled_for - self.clock.now()).to_std().ok().filter(|w| !w.is_zero());
+        let mut req = StartRequest {
             trigger: msg.trigger,
             scheduled_for: msg.scheduled_for,
+            at: None,
             attempt: 1,
             parent: None,
             args: RunArgs::default(),
             done: None,
             created: None,
         };
+        if let Some(wait) = early {
+            if self.busy().is_some() {
+                // The overlap gate is decided at the instant, not before it.
+                ctx.run_later(wait, move |act, ctx| {
+                    let _ = act.submit(req, ctx);
+                });
+                return;
+            }
+            req.at = Some(msg.scheduled_for);
+        }
         let _ = self.submit(req, ctx);
     }
 }
@@ -402,6 +428,7 @@ impl Handler<RunNow> for JobSupervisor {
         let req = StartRequest {
             trigger: Trigger::Manual,
             scheduled_for,
+            at: None,
             attempt: 1,
             parent: None,
             args: msg.args,
@@ -432,8 +459,8 @@ fn local_midnight(date: &str, zone: &str) -> Option<DateTime<Utc>> {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deploy {
-    /// The component.
-    pub version: Arc<ComponentVersion>,
+    /// The component (or native code).
+    pub code: JobCode,
     /// Its version number.
     pub version_no: i64,
     /// The job's effective configuration.
@@ -446,8 +473,9 @@ impl Handler<Deploy> for JobSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Deploy, _: &mut Context<Self>) {
-        tracing::info!(job = %self.job.name, version = msg.version_no, digest = %msg.version.digest, "new version live");
-        self.version = msg.version;
+        self.digest = msg.code.digest();
+        tracing::info!(job = %self.job.name, version = msg.version_no, digest = %self.digest, "new version live");
+        self.code = msg.code;
         self.version_no = msg.version_no;
         self.config = msg.config;
         self.job = msg.job;
@@ -482,6 +510,7 @@ impl Handler<RetryCrashed> for JobSupervisor {
         let req = StartRequest {
             trigger: Trigger::Retry,
             scheduled_for: msg.scheduled_for,
+            at: None,
             attempt: msg.attempt + 1,
             parent: Some(msg.parent.unwrap_or(msg.id)),
             args: msg.args,

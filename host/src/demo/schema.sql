@@ -128,3 +128,13 @@ CREATE TABLE IF NOT EXISTS weekly_reports (
     created_at          TEXT NOT NULL,
     UNIQUE (user_id, week_start)
 );
+
+-- Listed companies (listed-companies job, seed 004): upserted from a JSON
+-- list fetched over HTTP; `updated_at` is when the row last changed. Not demo
+-- data: `sundial demo` leaves it as it is.
+CREATE TABLE IF NOT EXISTS listed_companies (
+    code        TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    market      TEXT,
+    updated_at  TEXT NOT NULL
+);

@@ -12,21 +12,24 @@ use super::Runtime;
 use super::bindings::{Job, types as wit};
 use super::component::ComponentVersion;
 use super::host::{CancelToken, HostFailure, HostState, Interrupt, LOG_CAP_BYTES, Limiter, LogBuffer, Progress};
-use crate::model::{ErrorClass, ExecutionStatus, RunContext, RunReport, Trigger};
+use super::http::HttpGuard;
+use crate::model::{ErrorClass, ExecutionStatus, HttpAllowlist, RunContext, RunReport, Trigger};
 use crate::store::appdb::AppSession;
 
-/// Per-execution limits.
+/// Per-execution limits: time, memory, and the network the job may reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Wall-clock deadline for the whole execution, guest and host calls.
     pub timeout: Duration,
     /// Linear memory the guest may use.
     pub memory_bytes: usize,
+    /// Hosts the guest may reach over HTTP (none by default).
+    pub http: HttpAllowlist,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout: Duration::from_secs(300), memory_bytes: 256 << 20 }
+        Limits { timeout: Duration::from_secs(300), memory_bytes: 256 << 20, http: HttpAllowlist::default() }
     }
 }
 
@@ -69,7 +72,8 @@ fn new_store_with(
     cancel: CancelToken,
 ) -> Store<HostState> {
     // Deny by default: no preopened directories, no environment, no
-    // arguments, no network, stdin closed; stdout/stderr captured with a cap.
+    // arguments, no sockets, no HTTP host, stdin closed; stdout/stderr
+    // captured with a cap.
     let mut db = db;
     if let Some(session) = db.as_mut() {
         let cancel = cancel.clone();
@@ -86,6 +90,8 @@ fn new_store_with(
         .build();
     let state = HostState {
         wasi,
+        http_ctx: Default::default(),
+        http: HttpGuard::deny_all(job_name, deadline, cancel.clone()),
         table: Default::default(),
         limiter: Limiter { max_memory_bytes: memory_bytes, max_table_elements: 1_000_000, memory_limit_hit: false },
         job_name: job_name.to_string(),
@@ -215,24 +221,50 @@ pub(crate) fn guest_error(e: wit::JobError) -> (ErrorClass, String) {
     }
 }
 
-/// Runs an execution to its end on the current (worker) thread.
-pub(crate) fn execute(rt: &Runtime, version: &ComponentVersion, inv: Invocation) -> RunReport {
+/// An execution ready to be called: its store is built and the component
+/// instantiated, so that at the scheduled instant only the guest call is left.
+pub(crate) struct Prepared {
+    store: Store<HostState>,
+    job: Result<Job, String>,
+    wctx: wit::Context,
+    timeout: Duration,
+    version: Arc<ComponentVersion>,
+}
+
+/// Builds the store and instance for an execution whose guest call starts in
+/// `starts_in` (its deadline counts from then).
+pub(crate) fn prepare(rt: &Runtime, version: &Arc<ComponentVersion>, inv: Invocation, starts_in: Duration) -> Prepared {
     let Invocation { ctx, limits, db, cancel, progress } = inv;
-    let deadline = Instant::now() + limits.timeout;
+    // wasi:http does its IO on the runtime's IO threads.
+    let _io = rt.io().enter();
+    let deadline = Instant::now() + starts_in + limits.timeout;
     let mut store =
         new_store_with(rt, &ctx.job_name, ctx.execution_id.0, deadline, limits.memory_bytes, db, progress, cancel);
+    store.data_mut().http.allowlist = limits.http;
     let wctx = wit_context(&ctx);
-    let mut report = match version.pre.instantiate(&mut store) {
-        Err(e) => RunReport::host_failure(format!("cannot instantiate the component: {e:#}")),
+    let job = version.pre.instantiate(&mut store).map_err(|e| format!("cannot instantiate the component: {e:#}"));
+    Prepared { store, job, wctx, timeout: limits.timeout, version: version.clone() }
+}
+
+/// Calls a prepared execution's guest and runs it to its end on the current
+/// (worker) thread.
+pub(crate) fn run_prepared(rt: &Runtime, prepared: Prepared) -> RunReport {
+    let Prepared { mut store, job, wctx, timeout, version } = prepared;
+    let _io = rt.io().enter();
+    let mut report = match job {
+        Err(message) => RunReport::host_failure(message),
         Ok(job) => match version.info.kind {
-            crate::model::JobKind::Single => run_single(rt, &mut store, &job, &wctx, limits.timeout),
-            crate::model::JobKind::Items => {
-                super::items::run_items(rt, version, &mut store, job, &wctx, limits.timeout)
-            }
+            crate::model::JobKind::Single => run_single(rt, &mut store, &job, &wctx, timeout),
+            crate::model::JobKind::Items => super::items::run_items(rt, &version, &mut store, job, &wctx, timeout),
         },
     };
     finish(store, &mut report);
     report
+}
+
+/// Runs an execution to its end on the current (worker) thread.
+pub(crate) fn execute(rt: &Runtime, version: &Arc<ComponentVersion>, inv: Invocation) -> RunReport {
+    run_prepared(rt, prepare(rt, version, inv, Duration::ZERO))
 }
 
 fn run_single(
@@ -275,6 +307,7 @@ fn finish(mut store: Store<HostState>, report: &mut RunReport) {
     if let Some(db) = state.db.take() {
         db.close();
     }
+    state.log_http_denials();
     let mut logs = std::mem::take(&mut state.logs);
     for (name, pipe) in [("STDOUT", &state.stdout), ("STDERR", &state.stderr)] {
         let out = pipe.contents();

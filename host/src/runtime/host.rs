@@ -14,8 +14,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Result as WResult};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::bindings::sundial::job::{database, log, progress, state, time, types};
+use super::http::HttpGuard;
 use crate::clock::Clock;
 use crate::store::appdb::{AppDbError, AppSession, SqlRows, SqlValue};
 
@@ -157,6 +159,9 @@ impl LogBuffer {
 /// Everything one execution's `Store` carries.
 pub struct HostState {
     pub(crate) wasi: WasiCtx,
+    pub(crate) http_ctx: WasiHttpCtx,
+    /// The job's HTTP grant and the deadline its requests obey.
+    pub(crate) http: HttpGuard,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: Limiter,
     pub(crate) job_name: String,
@@ -179,8 +184,17 @@ impl WasiView for HostState {
 }
 
 impl HostState {
+    /// Copies refused HTTP requests into the execution's log, where they
+    /// appear before whatever the guest logs or does next.
+    pub(crate) fn log_http_denials(&mut self) {
+        for denied in self.http.take_denials() {
+            self.logs.push("WARN", &denied);
+        }
+    }
+
     /// Returns an error that traps the guest if it must stop now.
     pub(crate) fn check(&mut self) -> WResult<()> {
+        self.log_http_denials();
         if self.cancel.is_cancelled() {
             self.interrupt = Some(Interrupt::Cancelled);
             return Err(Interrupted(Interrupt::Cancelled).into());
@@ -253,6 +267,7 @@ impl types::Host for HostState {}
 
 impl log::Host for HostState {
     fn log(&mut self, level: types::Level, message: String) -> WResult<()> {
+        self.log_http_denials();
         let (name, job, exec) = (level_name(level), self.job_name.as_str(), self.execution_id);
         match level {
             types::Level::Trace => tracing::trace!(target: "sundial::guest", job, execution = exec, "{message}"),

@@ -26,7 +26,7 @@ use super::Runtime;
 use super::bindings::{Job, types as wit};
 use super::component::ComponentVersion;
 use super::exec::{classify, fresh_instance, guest_error};
-use super::host::HostState;
+use super::host::{HostState, Progress};
 use crate::model::{DbAccess, ErrorClass, ExecutionStatus, RunReport};
 use crate::store::appdb::{AppDbError, AppSession, SqlValue};
 
@@ -75,13 +75,64 @@ impl Batch {
     }
 }
 
-struct Engine<'a> {
-    rt: &'a Runtime,
-    version: &'a ComponentVersion,
-    store: &'a mut Store<HostState>,
-    job: Job,
-    ctx: &'a wit::Context,
-    timeout: Duration,
+/// Why a run stops early.
+pub struct Failure {
+    /// The run's status.
+    pub status: ExecutionStatus,
+    /// Its error class.
+    pub class: ErrorClass,
+    /// What happened.
+    pub message: String,
+}
+
+/// How one item ended.
+pub enum ItemResult {
+    /// Done; the number of rows it changed.
+    Ok(u64),
+    /// The item failed or was skipped (class `skip`); the run goes on.
+    Err(ErrorClass, String),
+    /// The item failed and the run must stop (deadline, cancellation, a host
+    /// failure).
+    Stop(Failure),
+}
+
+/// What the engine needs from a job: its pages, its items, the database
+/// session it runs in. Implemented for WebAssembly components and for
+/// native Rust jobs, which then go through the same loop.
+pub trait ItemDriver {
+    /// An item as the job sees it.
+    type Item;
+    /// The item's key (recorded with problems, and in checkpoints).
+    fn key(item: &Self::Item) -> &str;
+    /// The execution's database session, if it has one.
+    fn session(&mut self) -> Option<&mut AppSession>;
+    /// The page after `cursor`: items and the next cursor (none at the end).
+    fn list(&mut self, cursor: Option<&str>) -> Result<(Vec<Self::Item>, Option<String>), Failure>;
+    /// Runs one item.
+    fn run_item(&mut self, item: &Self::Item) -> ItemResult;
+    /// Records a line in the execution's log.
+    fn log(&mut self, message: &str);
+    /// Where live progress goes.
+    fn progress(&self) -> &Progress;
+}
+
+/// The run as the engine sees it.
+pub struct ItemRun {
+    /// The job.
+    pub job_name: String,
+    /// The execution.
+    pub execution_id: i64,
+    /// The scheduled instant (ms): with the job, the checkpoint's key.
+    pub scheduled_for_ms: i64,
+    /// Roll everything back.
+    pub dry_run: bool,
+    /// Stop after this many items.
+    pub limit: Option<u64>,
+}
+
+struct Engine<'a, D: ItemDriver> {
+    driver: &'a mut D,
+    run: &'a ItemRun,
     report: RunReport,
     batch: Batch,
     checkpoints: bool,
@@ -89,28 +140,17 @@ struct Engine<'a> {
     done_before: u64,
 }
 
-/// Runs an item job to its end.
-pub(crate) fn run_items(
-    rt: &Runtime,
-    version: &ComponentVersion,
-    store: &mut Store<HostState>,
-    job: Job,
-    ctx: &wit::Context,
-    timeout: Duration,
-) -> RunReport {
-    let access = store.data().db.as_ref().map(AppSession::access).unwrap_or(DbAccess::None);
+/// Runs an item job's loop to its end.
+pub fn run_with<D: ItemDriver>(driver: &mut D, run: &ItemRun, started_at: chrono::DateTime<chrono::Utc>) -> RunReport {
+    let access = driver.session().map(|s| s.access()).unwrap_or(DbAccess::None);
     let mut report = RunReport::new(ExecutionStatus::Succeeded);
-    report.guest_started_at = Some(rt.clock().now());
+    report.guest_started_at = Some(started_at);
     let mut engine = Engine {
-        rt,
-        version,
-        store,
-        job,
-        ctx,
-        timeout,
+        driver,
+        run,
         report,
         batch: Batch::new(),
-        checkpoints: access == DbAccess::ReadWrite && !ctx.dry_run,
+        checkpoints: access == DbAccess::ReadWrite && !run.dry_run,
         done_before: 0,
     };
     let mut resumed = None;
@@ -129,13 +169,171 @@ pub(crate) fn run_items(
     }
     if let Some(r) = &resumed {
         engine.done_before = r.done;
-        engine.log(&format!(
+        engine.driver.log(&format!(
             "resuming after {} items already committed by execution {} for this scheduled instant",
             r.done, r.execution_id
         ));
     }
     let ended = engine.run(resumed);
     engine.finish(ended)
+}
+
+/// A WebAssembly item job: pages and items are guest calls.
+struct WasmDriver<'a> {
+    rt: &'a Runtime,
+    version: &'a ComponentVersion,
+    store: &'a mut Store<HostState>,
+    job: Job,
+    ctx: &'a wit::Context,
+    timeout: Duration,
+}
+
+impl ItemDriver for WasmDriver<'_> {
+    type Item = wit::Item;
+
+    fn key(item: &wit::Item) -> &str {
+        &item.key
+    }
+
+    fn session(&mut self) -> Option<&mut AppSession> {
+        self.store.data_mut().db.as_mut()
+    }
+
+    fn list(&mut self, cursor: Option<&str>) -> Result<(Vec<wit::Item>, Option<String>), Failure> {
+        match self.job.call_items(&mut *self.store, self.ctx, cursor) {
+            Ok(Ok(page)) => Ok((page.items, page.next_cursor)),
+            Ok(Err(e)) => {
+                let (class, message) = guest_error(e);
+                let status = if class == ErrorClass::Skip { ExecutionStatus::Skipped } else { ExecutionStatus::Failed };
+                Err(Failure { status, class, message })
+            }
+            Err(e) => {
+                let (status, class, message) = classify(&e, self.store.data(), self.timeout);
+                Err(Failure { status, class, message })
+            }
+        }
+    }
+
+    fn run_item(&mut self, item: &wit::Item) -> ItemResult {
+        match self.job.call_run_item(&mut *self.store, self.ctx, item) {
+            Ok(Ok(outcome)) => ItemResult::Ok(outcome.changed),
+            Ok(Err(e)) => {
+                let (class, message) = guest_error(e);
+                ItemResult::Err(class, message)
+            }
+            Err(e) => {
+                let (status, class, message) = classify(&e, self.store.data(), self.timeout);
+                if matches!(status, ExecutionStatus::TimedOut | ExecutionStatus::Cancelled) {
+                    return ItemResult::Stop(Failure { status, class, message });
+                }
+                // A trapped instance may not be entered again: continue
+                // with a fresh instance in a fresh store (same session).
+                match fresh_instance(self.rt, self.version, self.store) {
+                    Ok(fresh) => {
+                        self.job = fresh;
+                        ItemResult::Err(class, message)
+                    }
+                    Err(e) => ItemResult::Stop(Failure {
+                        status: ExecutionStatus::Failed,
+                        class: ErrorClass::Host,
+                        message: format!("{message}; cannot re-instantiate after it: {e:#}"),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn log(&mut self, message: &str) {
+        let data = self.store.data_mut();
+        tracing::info!(target: "sundial::items", job = %data.job_name, execution = data.execution_id, "{message}");
+        data.logs.push("INFO", message);
+    }
+
+    fn progress(&self) -> &Progress {
+        &self.store.data().progress
+    }
+}
+
+/// An item as a native job sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NativeItem {
+    /// Its key.
+    pub key: String,
+    /// What the page carried for it.
+    pub data: Vec<SqlValue>,
+}
+
+/// A native item job made of two closures over the database session: the
+/// page source and the per-item function. It goes through the same loop,
+/// transactions and checkpoints as a component.
+pub struct ClosureItems<L, R> {
+    /// The execution's session.
+    pub session: AppSession,
+    /// `(session, cursor) -> (items, next cursor)`.
+    pub list: L,
+    /// `(session, item) -> rows changed`, or the item's error class and message.
+    pub run: R,
+    /// Live progress.
+    pub progress: std::sync::Arc<Progress>,
+}
+
+impl<L, R> ItemDriver for ClosureItems<L, R>
+where
+    L: FnMut(&mut AppSession, Option<&str>) -> Result<(Vec<NativeItem>, Option<String>), String>,
+    R: FnMut(&mut AppSession, &NativeItem) -> Result<u64, (ErrorClass, String)>,
+{
+    type Item = NativeItem;
+
+    fn key(item: &NativeItem) -> &str {
+        &item.key
+    }
+
+    fn session(&mut self) -> Option<&mut AppSession> {
+        Some(&mut self.session)
+    }
+
+    fn list(&mut self, cursor: Option<&str>) -> Result<(Vec<NativeItem>, Option<String>), Failure> {
+        (self.list)(&mut self.session, cursor).map_err(|message| Failure {
+            status: ExecutionStatus::Failed,
+            class: ErrorClass::Fatal,
+            message,
+        })
+    }
+
+    fn run_item(&mut self, item: &NativeItem) -> ItemResult {
+        match (self.run)(&mut self.session, item) {
+            Ok(changed) => ItemResult::Ok(changed),
+            Err((class, message)) => ItemResult::Err(class, message),
+        }
+    }
+
+    fn log(&mut self, message: &str) {
+        tracing::info!(target: "sundial::items", "{message}");
+    }
+
+    fn progress(&self) -> &Progress {
+        &self.progress
+    }
+}
+
+/// Runs a WebAssembly item job to its end.
+pub(crate) fn run_items(
+    rt: &Runtime,
+    version: &ComponentVersion,
+    store: &mut Store<HostState>,
+    job: Job,
+    ctx: &wit::Context,
+    timeout: Duration,
+) -> RunReport {
+    let run = ItemRun {
+        job_name: ctx.job_name.clone(),
+        execution_id: ctx.execution_id,
+        scheduled_for_ms: ctx.scheduled_for,
+        dry_run: ctx.dry_run,
+        limit: ctx.limit,
+    };
+    let started = rt.clock().now();
+    run_with(&mut WasmDriver { rt, version, store, job, ctx, timeout }, &run, started)
 }
 
 /// How the loop ended.
@@ -146,22 +344,17 @@ enum Ended {
     Stopped,
 }
 
-impl Engine<'_> {
+impl<D: ItemDriver> Engine<'_, D> {
     fn db(&mut self) -> Option<&mut AppSession> {
-        self.store.data_mut().db.as_mut()
-    }
-
-    fn log(&mut self, message: &str) {
-        tracing::info!(target: "sundial::items", job = %self.ctx.job_name, execution = self.ctx.execution_id, "{message}");
-        self.store.data_mut().logs.push("INFO", message);
+        self.driver.session()
     }
 
     fn run_key(&self) -> String {
-        self.ctx.scheduled_for.to_string()
+        self.run.scheduled_for_ms.to_string()
     }
 
     fn load_checkpoint(&mut self) -> Result<Option<Resume>, AppDbError> {
-        let job = SqlValue::Text(self.ctx.job_name.clone());
+        let job = SqlValue::Text(self.run.job_name.clone());
         let key = SqlValue::Text(self.run_key());
         let Some(db) = self.db() else { return Ok(None) };
         db.execute(CREATE_CHECKPOINTS, &[])?;
@@ -200,12 +393,12 @@ impl Engine<'_> {
     /// (or deletes it when the run is complete) and commits. If the commit
     /// fails, the batch's items are counted as failed.
     fn end_batch(&mut self, at: &Position, complete: bool) {
-        let dry_run = self.ctx.dry_run;
+        let dry_run = self.run.dry_run;
         let checkpoints = self.checkpoints;
-        let job = SqlValue::Text(self.ctx.job_name.clone());
+        let job = SqlValue::Text(self.run.job_name.clone());
         let key = SqlValue::Text(self.run_key());
         let done = i64::try_from(self.done_before + self.report.items_total).unwrap_or(i64::MAX);
-        let execution = SqlValue::Integer(self.ctx.execution_id);
+        let execution = SqlValue::Integer(self.run.execution_id);
         let batch = std::mem::replace(&mut self.batch, Batch::new());
         let Some(db) = self.db() else { return };
         if !db.in_transaction() {
@@ -252,7 +445,7 @@ impl Engine<'_> {
     fn publish_progress(&mut self) {
         let (total, ok, skipped, failed) =
             (self.report.items_total, self.report.items_ok, self.report.items_skipped, self.report.items_failed);
-        let p = &self.store.data().progress;
+        let p = self.driver.progress();
         p.done.store(total, Ordering::Relaxed);
         p.ok.store(ok, Ordering::Relaxed);
         p.skipped.store(skipped, Ordering::Relaxed);
@@ -260,7 +453,7 @@ impl Engine<'_> {
     }
 
     fn run(&mut self, resumed: Option<Resume>) -> Ended {
-        let limit = self.ctx.limit.unwrap_or(u64::MAX);
+        let limit = self.run.limit.unwrap_or(u64::MAX);
         let mut at = Position::default();
         let mut skip_through = None;
         if let Some(r) = resumed {
@@ -276,8 +469,7 @@ impl Engine<'_> {
                 self.report.fail(ExecutionStatus::Failed, db_class(&e), format!("cannot begin a transaction: {e}"));
                 return Ended::Stopped;
             }
-            let page = self.list(at.cursor.as_deref());
-            let page = match page {
+            let (mut items, next_cursor) = match self.list(at.cursor.as_deref()) {
                 Ok(page) => page,
                 Err(()) => {
                     self.end_batch(&at, false);
@@ -287,9 +479,8 @@ impl Engine<'_> {
             // Resuming inside a page: skip the items the checkpoint covers (if
             // the page still holds the last one done; else the page changed
             // and every item in it runs).
-            let wit::Page { mut items, next_cursor } = page;
             if let Some(last) = skip_through.take()
-                && let Some(pos) = items.iter().position(|i| i.key == last)
+                && let Some(pos) = items.iter().position(|i| D::key(i) == last)
             {
                 items.drain(..=pos);
                 at.last_key = Some(last);
@@ -301,7 +492,7 @@ impl Engine<'_> {
                 if let Stop::Yes = self.run_one(&item, &at) {
                     return Ended::Stopped;
                 }
-                at.last_key = Some(item.key);
+                at.last_key = Some(D::key(&item).to_string());
                 if self.batch.items >= BATCH_ITEMS || self.batch.started.elapsed() >= BATCH_TIME {
                     self.end_batch(&at, false);
                     if let Err(e) = self.ensure_batch() {
@@ -327,93 +518,62 @@ impl Engine<'_> {
     }
 
     /// Lists one page; listing never changes data.
-    fn list(&mut self, cursor: Option<&str>) -> Result<wit::Page, ()> {
+    fn list(&mut self, cursor: Option<&str>) -> Result<(Vec<D::Item>, Option<String>), ()> {
         if let Some(db) = self.db() {
             let _ = db.savepoint();
         }
-        let page = self.job.call_items(&mut *self.store, self.ctx, cursor);
+        let page = self.driver.list(cursor);
         if let Some(db) = self.db() {
             let _ = db.rollback_item();
         }
-        match page {
-            Ok(Ok(page)) => Ok(page),
-            Ok(Err(e)) => {
-                let (class, message) = guest_error(e);
-                let status = if class == ErrorClass::Skip { ExecutionStatus::Skipped } else { ExecutionStatus::Failed };
-                self.report.fail(status, class, format!("listing items: {message}"));
-                Err(())
-            }
-            Err(e) => {
-                let (status, class, message) = classify(&e, self.store.data(), self.timeout);
-                self.report.fail(status, class, format!("listing items: {message}"));
-                Err(())
-            }
-        }
+        page.map_err(|f| self.report.fail(f.status, f.class, format!("listing items: {}", f.message)))
     }
 
-    fn run_one(&mut self, item: &wit::Item, at: &Position) -> Stop {
+    fn run_one(&mut self, item: &D::Item, at: &Position) -> Stop {
+        let key = D::key(item);
         self.report.items_total += 1;
         self.batch.items += 1;
         if let Some(e) = self.db().and_then(|db| db.savepoint().err()) {
             self.report.items_failed += 1;
-            self.report.problem(item.key.clone(), db_class(&e), format!("cannot open the item's savepoint: {e}"));
+            self.report.problem(key.to_string(), db_class(&e), format!("cannot open the item's savepoint: {e}"));
             self.publish_progress();
             return Stop::No;
         }
-        let result = self.job.call_run_item(&mut *self.store, self.ctx, item);
-        match result {
-            Ok(Ok(outcome)) => match self.db().map(|db| db.release()) {
+        match self.driver.run_item(item) {
+            ItemResult::Ok(changed) => match self.db().map(|db| db.release()) {
                 None | Some(Ok(())) => {
                     self.report.items_ok += 1;
-                    self.report.changed += outcome.changed;
+                    self.report.changed += changed;
                     self.batch.ok += 1;
-                    self.batch.changed += outcome.changed;
+                    self.batch.changed += changed;
                 }
                 Some(Err(e)) => {
                     self.report.items_failed += 1;
-                    self.report.problem(item.key.clone(), db_class(&e), format!("cannot keep the item's work: {e}"));
+                    self.report.problem(key.to_string(), db_class(&e), format!("cannot keep the item's work: {e}"));
                 }
             },
-            Ok(Err(e)) => {
+            ItemResult::Err(class, message) => {
                 if let Some(db) = self.db() {
                     let _ = db.rollback_item();
                 }
-                let (class, message) = guest_error(e);
                 if class == ErrorClass::Skip {
                     self.report.items_skipped += 1;
                 } else {
                     self.report.items_failed += 1;
                 }
-                self.report.problem(item.key.clone(), class, message);
+                self.report.problem(key.to_string(), class, message);
             }
-            Err(e) => {
+            ItemResult::Stop(f) => {
                 if let Some(db) = self.db() {
                     let _ = db.rollback_item();
                 }
-                let (status, class, message) = classify(&e, self.store.data(), self.timeout);
+                // Keep what is done; the interrupted item is not.
                 self.report.items_failed += 1;
-                self.report.problem(item.key.clone(), class, message.clone());
-                if matches!(status, ExecutionStatus::TimedOut | ExecutionStatus::Cancelled) {
-                    // Keep what is done; the interrupted item is not.
-                    self.publish_progress();
-                    self.report.fail(status, class, message);
-                    self.end_batch(at, false);
-                    return Stop::Yes;
-                }
-                // A trapped instance may not be entered again: continue
-                // with a fresh instance in a fresh store (same session).
-                match fresh_instance(self.rt, self.version, self.store) {
-                    Ok(fresh) => self.job = fresh,
-                    Err(e) => {
-                        self.report.fail(
-                            ExecutionStatus::Failed,
-                            ErrorClass::Host,
-                            format!("cannot re-instantiate after a trap: {e:#}"),
-                        );
-                        self.end_batch(at, false);
-                        return Stop::Yes;
-                    }
-                }
+                self.report.problem(key.to_string(), f.class, f.message.clone());
+                self.publish_progress();
+                self.report.fail(f.status, f.class, f.message);
+                self.end_batch(at, false);
+                return Stop::Yes;
             }
         }
         self.publish_progress();
@@ -436,7 +596,7 @@ impl Engine<'_> {
             "{} items: {} ok, {} skipped, {} failed",
             report.items_total, report.items_ok, report.items_skipped, report.items_failed
         );
-        if self.ctx.dry_run {
+        if self.run.dry_run {
             summary.push_str(&format!("; dry run: {} changes would have been made, nothing committed", report.changed));
         }
         if self.done_before > 0 {

@@ -2,10 +2,11 @@
 //!
 //! One [`Runtime`] owns one `Engine` (epoch interruption on, component-model
 //! concurrency off: jobs are synchronous calls and this is ~3× faster per
-//! call), one `Linker` with the `sundial:job` imports and a deny-by-default
-//! WASI, a ticker thread advancing the epoch, a pool of worker threads that
-//! run guests (guest code must never block an actix arbiter), and a small
-//! Tokio runtime on which host calls do their database IO.
+//! call), one `Linker` with the `sundial:job` imports, a deny-by-default WASI
+//! and `wasi:http` restricted to each job's allowlist (see [`http`]), a ticker
+//! thread advancing the epoch, a pool of worker threads that run guests (guest
+//! code must never block an actix arbiter), and a small Tokio runtime on which
+//! outbound HTTP does its IO.
 //!
 //! Invariants:
 //! - a [`ComponentVersion`] is fully validated (compiled, linked against the
@@ -18,11 +19,13 @@ mod bindings;
 mod component;
 mod exec;
 pub mod host;
+mod http;
 mod items;
+mod native;
 mod pool;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -31,12 +34,21 @@ use wasmtime::{Config, Engine};
 pub use component::{ComponentVersion, LoadError, MAX_COMPONENT_BYTES};
 pub use exec::{Invocation, Limits};
 pub use host::{CancelToken, Progress};
-pub use items::{BATCH_ITEMS, BATCH_TIME, CHECKPOINT_TABLE};
+pub use http::{DEFAULT_HTTP_TIMEOUT, MAX_HTTP_RESPONSE_BYTES, STOP_CHECK};
+pub use items::{
+    BATCH_ITEMS, BATCH_TIME, CHECKPOINT_TABLE, ClosureItems, Failure, ItemDriver, ItemResult, ItemRun, NativeItem,
+    run_with,
+};
+pub use native::{JobCode, NativeContext, NativeError, NativeJob, NativeOutcome};
 
 use crate::clock::Clock;
 use crate::model::RunReport;
 use host::HostState;
 use pool::WorkerPool;
+
+/// Executions prepared ahead of their instant at most (each holds an instance
+/// and its memory until its instant).
+const MAX_PREPARED: usize = 4096;
 
 /// How often the epoch advances: the resolution of deadlines and cancellation.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -74,6 +86,7 @@ struct Inner {
     io: Option<tokio::runtime::Runtime>,
     clock: Arc<dyn Clock>,
     ticker_stop: Arc<AtomicBool>,
+    prepared: AtomicUsize,
 }
 
 impl Drop for Inner {
@@ -98,6 +111,8 @@ impl Runtime {
 
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         bindings::Job::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
 
@@ -131,6 +146,7 @@ impl Runtime {
                 io: Some(io),
                 clock,
                 ticker_stop,
+                prepared: AtomicUsize::new(0),
             }),
         })
     }
@@ -161,6 +177,56 @@ impl Runtime {
             Ok(report) => report,
             Err(_) => RunReport::host_failure(RuntimeError::WorkerLost.to_string()),
         }
+    }
+
+    /// Runs one execution of a component or a native job on a worker thread.
+    pub async fn execute_code(&self, code: JobCode, invocation: Invocation) -> RunReport {
+        self.execute_at(code, invocation, None).await
+    }
+
+    /// Runs one execution whose guest call must start at `at` (a scheduled
+    /// instant a moment ahead): the store and instance are prepared now, on a
+    /// worker, so that at the instant only the call is left. Without `at`, or
+    /// when too many executions are already prepared, it runs at once.
+    pub async fn execute_at(
+        &self,
+        code: JobCode,
+        invocation: Invocation,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> RunReport {
+        let wait = at.and_then(|at| (at - self.inner.clock.now()).to_std().ok()).unwrap_or(Duration::ZERO);
+        let lost = || RunReport::host_failure(RuntimeError::WorkerLost.to_string());
+        match code {
+            JobCode::Component(version) => {
+                let rt = self.clone();
+                let ahead = !wait.is_zero() && self.inner.prepared.fetch_add(1, Ordering::SeqCst) < MAX_PREPARED;
+                if !ahead {
+                    if !wait.is_zero() {
+                        self.inner.prepared.fetch_sub(1, Ordering::SeqCst);
+                        tokio::time::sleep(wait).await;
+                    }
+                    return self.pool_run(move || exec::execute(&rt, &version, invocation)).await.unwrap_or_else(lost);
+                }
+                let deadline = tokio::time::Instant::now() + wait;
+                let prepared = self.pool_run(move || exec::prepare(&rt, &version, invocation, wait)).await;
+                self.inner.prepared.fetch_sub(1, Ordering::SeqCst);
+                let Some(prepared) = prepared else { return lost() };
+                tokio::time::sleep_until(deadline).await;
+                let rt = self.clone();
+                self.pool_run(move || exec::run_prepared(&rt, prepared)).await.unwrap_or_else(lost)
+            }
+            JobCode::Native(job) => {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                let rt = self.clone();
+                self.pool_run(move || native::execute_native(&rt, &*job, invocation)).await.unwrap_or_else(lost)
+            }
+        }
+    }
+
+    async fn pool_run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+        self.inner.pool.run(f).await.ok()
     }
 
     fn io(&self) -> tokio::runtime::Handle {

@@ -8,6 +8,7 @@
 //! key on scheduled instants sees one spelling per instant.
 
 pub mod appdb;
+mod hot;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -58,6 +59,15 @@ pub enum StoreError {
         /// Why.
         #[source]
         source: sqlx::Error,
+    },
+    /// A write on the store's writer thread failed.
+    #[error("database error while {action}")]
+    Write {
+        /// What the store was doing.
+        action: &'static str,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
     },
     /// A stored value could not be read back.
     #[error("corrupt value in column {column}: {message}")]
@@ -193,6 +203,7 @@ pub struct NewExecution {
 pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
+    hot: std::sync::Arc<hot::HotWriter>,
 }
 
 impl Store {
@@ -218,7 +229,9 @@ impl Store {
             .connect_with(options.read_only(true))
             .await
             .map_err(|source| StoreError::Open { url: url.to_string(), source })?;
-        let store = Store { writer, reader };
+        let path = appdb::sqlite_path(url).map_err(|e| StoreError::Batch(e.to_string()))?;
+        let hot = hot::HotWriter::open(&path)?;
+        let store = Store { writer, reader, hot: std::sync::Arc::new(hot) };
         let now = ts(Utc::now());
         sqlx::query(
             "INSERT INTO scheduler_settings (id, is_enabled, created_at, updated_at) VALUES (1, 1, $1, $1)
@@ -355,23 +368,24 @@ impl Store {
     /// [`Store::advance_schedule`] for many jobs in one transaction.
     pub async fn advance_schedules(&self, batch: &[ScheduleAdvance]) -> Result<(), StoreError> {
         let now = ts(Utc::now());
-        let mut tx = self.writer.begin().await.map_err(q("advancing schedules"))?;
-        for a in batch {
-            sqlx::query(
-                "UPDATE jobs SET last_scheduled_for = $2, next_run_at = $3, updated_at = $4,
-                     missed_fires = missed_fires + $5 WHERE id = $1",
-            )
-            .bind(a.job.0)
-            .bind(ts(a.last_scheduled_for))
-            .bind(a.next_run_at.map(ts))
-            .bind(&now)
-            .bind(i64::try_from(a.missed).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
+        let rows: Vec<(i64, String, Option<String>, i64)> = batch
+            .iter()
+            .map(|a| {
+                (a.job.0, ts(a.last_scheduled_for), a.next_run_at.map(ts), i64::try_from(a.missed).unwrap_or(i64::MAX))
+            })
+            .collect();
+        self.hot
+            .transaction("advancing schedules", move |tx| {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE jobs SET last_scheduled_for = ?2, next_run_at = ?3, updated_at = ?4,
+                         missed_fires = missed_fires + ?5 WHERE id = ?1",
+                )?;
+                for (job, last, next, missed) in rows {
+                    stmt.execute(rusqlite::params![job, last, next, now, missed])?;
+                }
+                Ok(())
+            })
             .await
-            .map_err(q("advancing a schedule"))?;
-        }
-        tx.commit().await.map_err(q("advancing schedules"))?;
-        Ok(())
     }
 
     /// Records the next fire without moving the last scheduled instant.
@@ -394,53 +408,60 @@ impl Store {
     /// Inserts execution rows in one transaction (group commit), in order.
     pub async fn create_executions(&self, batch: &[NewExecution]) -> Result<Vec<Option<ExecutionId>>, StoreError> {
         let now = ts(Utc::now());
-        let mut tx = self.writer.begin().await.map_err(q("creating executions"))?;
-        let mut ids = Vec::with_capacity(batch.len());
-        for new in batch {
-            let args = serde_json::to_string(&new.args).unwrap_or_else(|_| "{}".into());
-            let (class, message) = match &new.skip {
-                Some((c, m)) => (Some(c.as_str()), Some(m.as_str())),
-                None => (None, None),
-            };
-            let running = new.status == ExecutionStatus::Running;
-            let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO job_executions (job_id, trigger, scheduled_for, attempt, parent_id, status,
-                     started_at, completed_at, component_digest, component_version, node, error_class,
-                     error_message, args, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)
-                 ON CONFLICT DO NOTHING
-                 RETURNING id",
-            )
-            .bind(new.job_id.0)
-            .bind(new.trigger.as_str())
-            .bind(ts(new.scheduled_for))
-            .bind(new.attempt)
-            .bind(new.parent_id.map(|p| p.0))
-            .bind(new.status.as_str())
-            .bind(running.then_some(&now))
-            .bind(new.status.is_final().then_some(&now))
-            .bind(&new.digest)
-            .bind(new.version)
-            .bind(&new.node)
-            .bind(class)
-            .bind(message)
-            .bind(args)
-            .bind(&now)
-            .fetch_optional(&mut *tx)
+        let batch = batch.to_vec();
+        self.hot
+            .transaction("creating executions", move |tx| {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO job_executions (job_id, trigger, scheduled_for, attempt, parent_id, status,
+                         started_at, completed_at, component_digest, component_version, node, error_class,
+                         error_message, args, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)
+                     ON CONFLICT DO NOTHING
+                     RETURNING id",
+                )?;
+                let mut last_run = tx.prepare_cached("UPDATE jobs SET last_run_at = ?2 WHERE id = ?1")?;
+                let mut ids = Vec::with_capacity(batch.len());
+                for new in &batch {
+                    let args = serde_json::to_string(&new.args).unwrap_or_else(|_| "{}".into());
+                    let (class, message) = match &new.skip {
+                        Some((c, m)) => (Some(c.as_str()), Some(m.as_str())),
+                        None => (None, None),
+                    };
+                    let running = new.status == ExecutionStatus::Running;
+                    let id: Option<i64> = insert
+                        .query_row(
+                            rusqlite::params![
+                                new.job_id.0,
+                                new.trigger.as_str(),
+                                ts(new.scheduled_for),
+                                new.attempt,
+                                new.parent_id.map(|p| p.0),
+                                new.status.as_str(),
+                                running.then_some(&now),
+                                new.status.is_final().then_some(&now),
+                                new.digest,
+                                new.version,
+                                new.node,
+                                class,
+                                message,
+                                args,
+                                now,
+                            ],
+                            |r| r.get(0),
+                        )
+                        .map(Some)
+                        .or_else(|e| match e {
+                            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                            e => Err(e),
+                        })?;
+                    if id.is_some() && running {
+                        last_run.execute(rusqlite::params![new.job_id.0, now])?;
+                    }
+                    ids.push(id.map(ExecutionId));
+                }
+                Ok(ids)
+            })
             .await
-            .map_err(q("creating an execution"))?;
-            if id.is_some() && running {
-                sqlx::query("UPDATE jobs SET last_run_at = $2 WHERE id = $1")
-                    .bind(new.job_id.0)
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q("recording the last run"))?;
-            }
-            ids.push(id.map(ExecutionId));
-        }
-        tx.commit().await.map_err(q("creating executions"))?;
-        Ok(ids)
     }
 
     /// Records how an execution ended, with its failed and skipped items.
@@ -451,48 +472,74 @@ impl Store {
     /// Records how executions ended, in one transaction (group commit).
     pub async fn finish_executions(&self, batch: &[(ExecutionId, RunReport)]) -> Result<(), StoreError> {
         let now = ts(Utc::now());
-        let mut tx = self.writer.begin().await.map_err(q("finishing executions"))?;
-        for (id, report) in batch {
-            sqlx::query(
-                "UPDATE job_executions SET status = $2, completed_at = $3, items_total = $4, items_ok = $5,
-                     items_skipped = $6, items_failed = $7, changed = $8, error_class = $9, error_message = $10,
-                     summary = $11, logs = $12, logs_truncated = $13, updated_at = $3
-                 WHERE id = $1",
-            )
-            .bind(id.0)
-            .bind(report.status.as_str())
-            .bind(&now)
-            .bind(report.items_total as i64)
-            .bind(report.items_ok as i64)
-            .bind(report.items_skipped as i64)
-            .bind(report.items_failed as i64)
-            .bind(report.changed as i64)
-            .bind(report.error_class.map(|c| c.as_str()))
-            .bind(&report.error_message)
-            .bind(&report.summary)
-            .bind(&report.logs)
-            .bind(report.logs_truncated)
-            .execute(&mut *tx)
-            .await
-            .map_err(q("finishing an execution"))?;
-            for p in &report.problems {
-                let outcome = if p.class == ErrorClass::Skip { "skipped" } else { "failed" };
-                sqlx::query(
+        let batch = batch.to_vec();
+        self.hot
+            .transaction("finishing executions", move |tx| {
+                let mut finish = tx.prepare_cached(
+                    "UPDATE job_executions SET status = ?2, completed_at = ?3, items_total = ?4, items_ok = ?5,
+                         items_skipped = ?6, items_failed = ?7, changed = ?8, error_class = ?9, error_message = ?10,
+                         summary = ?11, logs = ?12, logs_truncated = ?13, updated_at = ?3,
+                         started_at = COALESCE(started_at, ?14)
+                     WHERE id = ?1",
+                )?;
+                let mut item = tx.prepare_cached(
                     "INSERT INTO execution_items (execution_id, item_key, outcome, error_class, message)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(id.0)
-                .bind(&p.key)
-                .bind(outcome)
-                .bind(p.class.as_str())
-                .bind(&p.message)
-                .execute(&mut *tx)
-                .await
-                .map_err(q("recording item outcomes"))?;
-            }
-        }
-        tx.commit().await.map_err(q("finishing executions"))?;
-        Ok(())
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                )?;
+                let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                for (id, report) in &batch {
+                    finish.execute(rusqlite::params![
+                        id.0,
+                        report.status.as_str(),
+                        now,
+                        int(report.items_total),
+                        int(report.items_ok),
+                        int(report.items_skipped),
+                        int(report.items_failed),
+                        int(report.changed),
+                        report.error_class.map(|c| c.as_str()),
+                        report.error_message,
+                        report.summary,
+                        report.logs,
+                        report.logs_truncated,
+                        report.guest_started_at.map(ts).unwrap_or_else(|| now.clone()),
+                    ])?;
+                    for p in &report.problems {
+                        let outcome = if p.class == ErrorClass::Skip { "skipped" } else { "failed" };
+                        item.execute(rusqlite::params![id.0, p.key, outcome, p.class.as_str(), p.message])?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Moves executions prepared ahead of their instant from `queued` to
+    /// `running` (group commit); an execution that already ended is left alone.
+    pub async fn mark_running(&self, batch: &[ExecutionId]) -> Result<Vec<()>, StoreError> {
+        let now = ts(Utc::now());
+        let ids: Vec<i64> = batch.iter().map(|i| i.0).collect();
+        let n = ids.len();
+        self.hot
+            .transaction("marking executions running", move |tx| {
+                let mut running = tx.prepare_cached(
+                    "UPDATE job_executions SET status = 'running', started_at = ?2, updated_at = ?2
+                     WHERE id = ?1 AND status = 'queued' RETURNING job_id",
+                )?;
+                let mut last_run = tx.prepare_cached("UPDATE jobs SET last_run_at = ?2 WHERE id = ?1")?;
+                for id in ids {
+                    let job: Option<i64> =
+                        running.query_row(rusqlite::params![id, now], |r| r.get(0)).map(Some).or_else(|e| match e {
+                            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                            e => Err(e),
+                        })?;
+                    if let Some(job) = job {
+                        last_run.execute(rusqlite::params![job, now])?;
+                    }
+                }
+                Ok(vec![(); n])
+            })
+            .await
     }
 
     /// Marks executions left `running` or `queued` by a host that died as

@@ -10,14 +10,18 @@
 //! - `cli`: the `sundial` binary as an operator uses it.
 //! - `jobs_snapshot`, `jobs_recommendation`, `jobs_metrics`, `jobs_weekly`:
 //!   the seed jobs from `jobs/` on hand-made fixtures and on the demo data.
+//! - `jobs_listed_companies`: the HTTP job against a local server, and the
+//!   per-job HTTP allowlist.
 
 // Test code: failing loudly is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod helpers;
 
+mod backup;
 mod cli;
 mod items;
+mod jobs_listed_companies;
 mod jobs_metrics;
 mod jobs_recommendation;
 mod jobs_snapshot;

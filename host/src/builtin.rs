@@ -1,0 +1,176 @@
+//! Built-in native jobs.
+//!
+//! `backup` (seed 003's BackupTask): snapshots the SQLite databases the host
+//! uses — Sundial's own and the application database, once each if they are
+//! the same file — with `VACUUM INTO`, which writes a consistent, compacted
+//! copy while other connections keep reading and writing. Copies are named
+//! `<file stem>-<UTC instant>.db` in the backup directory; copies older than
+//! the retention period (by the instant in their name) are deleted.
+//!
+//! Enabled by a `[jobs.backup]` section in `sundial.toml`; arguments:
+//! `dir` (default `backups`, relative to the configuration file) and
+//! `retention_days` (default 7). A dry run reports what it would write and
+//! delete and touches nothing.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
+
+use crate::model::{JobInfo, JobKind};
+use crate::runtime::{NativeContext, NativeError, NativeJob, NativeOutcome};
+
+/// The timestamp format in backup file names.
+const STAMP: &str = "%Y%m%dT%H%M%SZ";
+
+/// The built-in backup job.
+#[derive(Debug, Clone)]
+pub struct Backup {
+    /// The database files to copy (deduplicated).
+    pub databases: Vec<PathBuf>,
+    /// Where relative `dir` arguments resolve.
+    pub base_dir: PathBuf,
+}
+
+impl Backup {
+    /// A backup job for these database files.
+    pub fn new(databases: Vec<PathBuf>, base_dir: PathBuf) -> Self {
+        let mut unique: Vec<PathBuf> = Vec::new();
+        for d in databases {
+            let key = std::fs::canonicalize(&d).unwrap_or_else(|_| d.clone());
+            if !unique.iter().any(|u| std::fs::canonicalize(u).unwrap_or_else(|_| u.clone()) == key) {
+                unique.push(d);
+            }
+        }
+        Backup { databases: unique, base_dir }
+    }
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "database".into())
+}
+
+/// The instant in a backup file name `<stem>-<instant>.db`, if it is one of ours.
+fn backup_instant(file_name: &str, stem: &str) -> Option<DateTime<Utc>> {
+    let rest = file_name.strip_prefix(stem)?.strip_prefix('-')?.strip_suffix(".db")?;
+    NaiveDateTime::parse_from_str(rest, STAMP).ok().map(|n| n.and_utc())
+}
+
+impl NativeJob for Backup {
+    fn info(&self) -> JobInfo {
+        JobInfo {
+            name: "backup".into(),
+            description: "Snapshots the SQLite databases (VACUUM INTO) and keeps N days of copies".into(),
+            kind: JobKind::Single,
+            default_schedule: "30 3 * * *".into(),
+            default_timezone: "UTC".into(),
+            capabilities: Vec::new(),
+        }
+    }
+
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    fn run(&self, ctx: &mut NativeContext<'_>) -> Result<NativeOutcome, NativeError> {
+        let dir = self.base_dir.join(ctx.arg("dir").unwrap_or("backups"));
+        let days = match ctx.arg("retention_days") {
+            None => 7,
+            Some(v) => v.parse::<i64>().ok().filter(|d| *d >= 1).ok_or_else(|| {
+                NativeError::Fatal(format!("retention_days must be a whole number of days (1 or more), got {v:?}"))
+            })?,
+        };
+        let at = ctx.run.scheduled_for;
+        let cutoff = at - TimeDelta::days(days);
+        let dry_run = ctx.dry_run();
+        if !dry_run {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                NativeError::Fatal(format!("cannot create the backup directory {}: {e}", dir.display()))
+            })?;
+        }
+        let mut written = Vec::new();
+        let mut bytes = 0u64;
+        for db in &self.databases {
+            if ctx.should_stop() {
+                return Err(NativeError::Retryable("stopped before every database was copied".into()));
+            }
+            let target = dir.join(format!("{}-{}.db", stem(db), at.format(STAMP)));
+            if dry_run {
+                ctx.log(&format!("would copy {} to {}", db.display(), target.display()));
+                written.push(target);
+                continue;
+            }
+            if target.exists() {
+                // This instant was already backed up (a retry): keep that copy.
+                ctx.log(&format!("{} exists already; kept", target.display()));
+                continue;
+            }
+            let partial = target.with_extension("db.partial");
+            let _ = std::fs::remove_file(&partial);
+            let copy = || -> Result<(), rusqlite::Error> {
+                let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                conn.busy_timeout(std::time::Duration::from_secs(30))?;
+                conn.execute("VACUUM INTO ?1", [partial.to_string_lossy().as_ref()])?;
+                Ok(())
+            };
+            copy().map_err(|e| {
+                let _ = std::fs::remove_file(&partial);
+                NativeError::Retryable(format!("cannot copy {}: {e}", db.display()))
+            })?;
+            std::fs::rename(&partial, &target).map_err(|e| {
+                NativeError::Retryable(format!("cannot move the copy into place at {}: {e}", target.display()))
+            })?;
+            let size = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+            bytes += size;
+            ctx.log(&format!("copied {} to {} ({size} bytes)", db.display(), target.display()));
+            written.push(target);
+        }
+        let mut removed = 0u64;
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let old = self
+                    .databases
+                    .iter()
+                    .filter_map(|db| backup_instant(&name, &stem(db)))
+                    .any(|instant| instant < cutoff);
+                if !old {
+                    continue;
+                }
+                if dry_run {
+                    ctx.log(&format!("would delete {name} (older than {days} days)"));
+                    removed += 1;
+                } else if std::fs::remove_file(entry.path()).is_ok() {
+                    ctx.log(&format!("deleted {name} (older than {days} days)"));
+                    removed += 1;
+                }
+            }
+        }
+        let verb = if dry_run { "would copy" } else { "copied" };
+        Ok(NativeOutcome {
+            changed: written.len() as u64 + removed,
+            message: Some(format!(
+                "{verb} {} database{} to {} ({bytes} bytes), {} {removed} copies older than {days} days",
+                written.len(),
+                if written.len() == 1 { "" } else { "s" },
+                dir.display(),
+                if dry_run { "would delete" } else { "deleted" },
+            )),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_file_names_carry_an_instant() {
+        assert_eq!(
+            backup_instant("app-20261122T033000Z.db", "app"),
+            Some(DateTime::parse_from_rfc3339("2026-11-22T03:30:00Z").unwrap().with_timezone(&Utc))
+        );
+        assert_eq!(backup_instant("app-20261122T033000Z.db.partial", "app"), None);
+        assert_eq!(backup_instant("other-20261122T033000Z.db", "app"), None);
+        assert_eq!(backup_instant("app-notes.db", "app"), None);
+    }
+}
