@@ -275,6 +275,12 @@ repo_message!(
 );
 
 repo_message!(
+    /// Sent by a supervisor about once a second while an item job runs: its counts so far.
+    UpdateProgress { id: ExecutionId, total: u64, ok: u64, skipped: u64, failed: u64 } -> (),
+    |store, msg| store.update_progress(msg.id, [msg.total, msg.ok, msg.skipped, msg.failed]).await
+);
+
+repo_message!(
     /// Sent by interfaces: a job's executions, newest first.
     ListExecutions { job: String, limit: u32, before: Option<ExecutionId> } -> Vec<ExecutionRecord>,
     |store, msg| store.list_executions(&msg.job, msg.limit, msg.before).await

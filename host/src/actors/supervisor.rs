@@ -14,22 +14,27 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use super::repository::{CreateExecution, FinishExecution, FlagOverrun, MarkRunning, Repository};
+use super::repository::{CreateExecution, FinishExecution, FlagOverrun, MarkRunning, Repository, UpdateProgress};
 use crate::clock::Clock;
 use crate::config::JobConfig;
 use crate::events::{Event, Events};
 use crate::model::{
-    ErrorClass, ExecutionId, ExecutionStatus, JobRecord, OverlapPolicy, RunArgs, RunContext, RunReport, Trigger,
+    ErrorClass, ExecutionId, ExecutionStatus, JobKind, JobRecord, OverlapPolicy, RunArgs, RunContext, RunReport,
+    Trigger,
 };
 use crate::runtime::{CancelToken, Invocation, JobCode, Progress, Runtime};
 use crate::store::NewExecution;
 use crate::store::appdb::AppDb;
+
+/// How often a running item job's counts are written to its execution row.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Supervises one job.
 pub struct JobSupervisor {
@@ -253,6 +258,18 @@ impl JobSupervisor {
             }
         });
         let runtime = self.runtime.clone();
+        let progress_timer = (self.code.info().kind == JobKind::Items).then(|| {
+            let mut last = None;
+            ctx.run_interval(PROGRESS_EVERY, move |act, _| {
+                let Some((_, p)) = act.active.get(&id) else { return };
+                let counts = [&p.done, &p.ok, &p.skipped, &p.failed].map(|c| c.load(Ordering::Relaxed));
+                if last != Some(counts) {
+                    last = Some(counts);
+                    let [total, ok, skipped, failed] = counts;
+                    act.repo.do_send(UpdateProgress { id, total, ok, skipped, failed });
+                }
+            })
+        });
         let code = self.code.clone();
         let repo = self.repo.clone();
         let at = req.at;
@@ -268,6 +285,9 @@ impl JobSupervisor {
         };
         ctx.spawn(run.into_actor(self).map(move |(report, saved), act, ctx| {
             act.active.remove(&id);
+            if let Some(timer) = progress_timer {
+                ctx.cancel_future(timer);
+            }
             match saved {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(job = %act.job.name, execution = %id,

@@ -16,6 +16,7 @@
 //! statement runs, so a runaway query stops at the execution's deadline.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +33,37 @@ const MAX_IDLE: usize = 8;
 const STATEMENT_CACHE: usize = 128;
 /// SQLite virtual-machine steps between interrupt checks.
 const INTERRUPT_CHECK_STEPS: i32 = 10_000;
+
+/// Writers in this process waiting for a SQLite write lock.
+static WRITE_WAITERS: AtomicUsize = AtomicUsize::new(0);
+/// How long a writer that just committed gives way to a waiting one.
+const GIVE_WAY: Duration = Duration::from_millis(50);
+
+/// Takes SQLite's write lock fairly among this process's connections.
+///
+/// SQLite has no queue for its write lock: a connection that commits and
+/// begins again at once (an item job's batches) can starve every other
+/// writer, whose busy handler happens to poll while the lock is held. So a
+/// writer first gives way while others are waiting (bounded by
+/// [`GIVE_WAY`]; Sundial's own short writes never give way), then counts
+/// itself as waiting while it takes the lock; and busy handlers poll every
+/// millisecond ([`retry_busy`]).
+pub(crate) fn take_write_lock<T>(give_way: bool, begin: impl FnOnce() -> T) -> T {
+    let start = std::time::Instant::now();
+    while give_way && WRITE_WAITERS.load(Ordering::SeqCst) > 0 && start.elapsed() < GIVE_WAY {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    WRITE_WAITERS.fetch_add(1, Ordering::SeqCst);
+    let r = begin();
+    WRITE_WAITERS.fetch_sub(1, Ordering::SeqCst);
+    r
+}
+
+/// A busy handler that retries every millisecond for about [`BUSY_TIMEOUT`].
+pub(crate) fn retry_busy(attempt: i32) -> bool {
+    std::thread::sleep(Duration::from_millis(1));
+    u128::try_from(attempt).unwrap_or(0) < BUSY_TIMEOUT.as_millis()
+}
 
 /// A value bound to or read from the application database.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +160,7 @@ pub fn connect(path: &Path) -> Result<Connection, AppDbOpenError> {
     let open = |path: &Path| -> Result<Connection, rusqlite::Error> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.busy_handler(Some(retry_busy))?;
         // Another process may hold the write lock while WAL is switched on;
         // the busy timeout covers that, and an existing WAL database needs no switch.
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -260,8 +292,11 @@ impl AppSession {
         }
         // IMMEDIATE takes the write lock up front, so a busy database fails here,
         // before the item did any work, rather than half-way through it.
-        let begin = if self.access == DbAccess::ReadWrite { "BEGIN IMMEDIATE" } else { "BEGIN" };
-        self.exec_control(begin)?;
+        if self.access == DbAccess::ReadWrite {
+            take_write_lock(true, || self.exec_control("BEGIN IMMEDIATE"))?;
+        } else {
+            self.exec_control("BEGIN")?;
+        }
         self.tx = TxState::Open;
         Ok(())
     }

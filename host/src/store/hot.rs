@@ -11,7 +11,6 @@
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::mpsc::{Sender, channel};
-use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -35,7 +34,7 @@ impl HotWriter {
     pub(crate) fn open(path: &Path) -> Result<HotWriter, StoreError> {
         let connect = || -> Result<Connection, rusqlite::Error> {
             let conn = Connection::open(path)?;
-            conn.busy_timeout(Duration::from_secs(10))?;
+            conn.busy_handler(Some(super::appdb::retry_busy))?;
             conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
             conn.set_prepared_statement_cache_capacity(32);
             Ok(conn)
@@ -62,7 +61,9 @@ impl HotWriter {
         let (done, result) = tokio::sync::oneshot::channel();
         let task: Task = Box::new(move |conn| {
             let r = (|| {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx = super::appdb::take_write_lock(false, || {
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                })?;
                 let r = f(&tx)?;
                 tx.commit()?;
                 Ok(r)

@@ -564,6 +564,22 @@ impl Store {
         Ok(crashed)
     }
 
+    /// Records a running item execution's counts so far (`[total, ok, skipped, failed]`).
+    pub async fn update_progress(&self, id: ExecutionId, counts: [u64; 4]) -> Result<(), StoreError> {
+        let now = ts(Utc::now());
+        let [total, ok, skipped, failed] = counts.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        self.hot
+            .transaction("recording progress", move |tx| {
+                tx.prepare_cached(
+                    "UPDATE job_executions SET items_total = ?2, items_ok = ?3, items_skipped = ?4,
+                         items_failed = ?5, updated_at = ?6 WHERE id = ?1 AND status = 'running'",
+                )?
+                .execute(rusqlite::params![id.0, total, ok, skipped, failed, now])?;
+                Ok(())
+            })
+            .await
+    }
+
     /// Flags a running execution as longer than expected.
     pub async fn flag_overrun(&self, id: ExecutionId) -> Result<(), StoreError> {
         sqlx::query("UPDATE job_executions SET overrun = 1 WHERE id = $1")

@@ -110,3 +110,36 @@ fn a_run_cut_short_by_kill_9_resumes_after_its_last_commit() {
     assert!(summary.contains(&format!("resumed after {before} items")), "{summary}");
     assert_eq!(count(&conn, "SELECT count(*) FROM sundial_item_checkpoints"), 0, "a finished run drops its checkpoint");
 }
+
+/// A running item job's counts reach its execution row while it runs.
+#[actix_rt::test]
+async fn progress_is_recorded_while_an_item_job_runs() {
+    use sundial::model::{ExecutionStatus, RunArgs};
+    let env = Env::new(&["slow-items"]).config(
+        r#"[jobs.slow-items]
+           database = "read-write"
+           args = { delay_ms = "20" }"#,
+    );
+    {
+        let conn = rusqlite::Connection::open(env.path().join("sundial.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE users (id INTEGER PRIMARY KEY); CREATE TABLE visits (user_id INTEGER, execution_id INTEGER);",
+        )
+        .unwrap();
+        for id in 1..=150 {
+            conn.execute("INSERT INTO users (id) VALUES (?1)", [id]).unwrap();
+        }
+    }
+    let host = env.host(false).await;
+    let started = host.start_run("slow-items", RunArgs::default()).await.unwrap();
+    let seen = eventually("counts on the running execution", || async {
+        let e = host.store.get_execution(started.id).await.unwrap().unwrap();
+        (e.status == ExecutionStatus::Running && e.items_total > 0).then_some(e.items_total)
+    })
+    .await;
+    assert!(seen < 150, "seen part-way through: {seen}");
+    let report = started.done.await.unwrap();
+    assert_eq!(report.items_ok, 150);
+    let e = host.store.get_execution(started.id).await.unwrap().unwrap();
+    assert_eq!((e.status, e.items_total, e.items_ok), (ExecutionStatus::Succeeded, 150, 150));
+}
