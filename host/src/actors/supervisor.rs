@@ -3,8 +3,10 @@
 //!
 //! 1. the overlap gate (`skip` records the fire as skipped, `queue-one` keeps
 //!    one waiting, `allow` runs concurrently) — run-now passes the same gate;
-//! 2. the execution row is written `running` *before* the guest is called, and
-//!    finished after, whatever happened;
+//! 2. the execution row is written *before* the guest is called — `running`,
+//!    or `queued` for a scheduled fire that arrived ahead of its instant (the
+//!    instance is prepared meanwhile and the row turns `running` at the
+//!    instant) — and finished after, whatever happened;
 //! 3. retries with exponential backoff and jitter, for retryable guest errors
 //!    and traps only, each attempt its own row linked to the first.
 //!
