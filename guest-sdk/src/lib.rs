@@ -318,6 +318,19 @@ pub mod time {
         let l = to_local(instant_ms, zone)?;
         Ok(crate::Date::new(l.year, l.month, l.day))
     }
+
+    /// ISO 8601 UTC text of `ms` since the Unix epoch, to the second
+    /// (`2026-11-22T10:00:00Z`), computed in the guest without a host call.
+    /// Text in this form compares and sorts like the instants it names.
+    ///
+    /// ```
+    /// assert_eq!(sundial_guest::time::iso_utc(1_795_341_600_000), "2026-11-22T10:00:00Z");
+    /// ```
+    pub fn iso_utc(ms: i64) -> String {
+        let date = crate::Date::new(1970, 1, 1).add_days(ms.div_euclid(86_400_000));
+        let secs = ms.rem_euclid(86_400_000) / 1000;
+        format!("{date}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    }
 }
 
 /// The job's private key-value state, kept by the host between executions.

@@ -475,6 +475,22 @@ pub struct Page {
 }
 
 impl Page {
+    /// The id after which a keyset-paginated page starts: 0 for the first
+    /// page, else the cursor [`Page::from_rows`] made from an integer key.
+    ///
+    /// ```
+    /// use sundial_guest::Page;
+    /// assert_eq!(Page::after_id(None).unwrap(), 0);
+    /// assert_eq!(Page::after_id(Some("42")).unwrap(), 42);
+    /// assert!(Page::after_id(Some("x")).is_err());
+    /// ```
+    pub fn after_id(cursor: Option<&str>) -> Result<i64, JobError> {
+        match cursor {
+            None => Ok(0),
+            Some(c) => c.parse().map_err(|_| JobError::fatal(format!("invalid page cursor {c:?}, expected an id"))),
+        }
+    }
+
     /// Builds a page from rows whose first column is the item key: the next
     /// cursor is the last key when the page is full (`rows.len() == page_size`).
     pub fn from_rows(rows: Rows, page_size: usize) -> Page {

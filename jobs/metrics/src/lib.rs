@@ -70,7 +70,7 @@ impl ItemJob for Metrics {
     }
 
     fn items(ctx: &Context, cursor: Option<&str>) -> Result<Page, JobError> {
-        let after = parse_cursor(cursor)?;
+        let after = Page::after_id(cursor)?;
         let run = RunConsts::get(ctx)?;
         let rows = db::query(
             LIST,
@@ -177,11 +177,11 @@ impl RunConsts {
         let run = Rc::new(RunConsts {
             execution_id: ctx.execution_id,
             until_ms,
-            until: iso_utc(until_ms),
-            since_7d: iso_utc(until_ms - 7 * DAY_MS),
-            since_30d: iso_utc(until_ms - 30 * DAY_MS),
+            until: time::iso_utc(until_ms),
+            since_7d: time::iso_utc(until_ms - 7 * DAY_MS),
+            since_30d: time::iso_utc(until_ms - 30 * DAY_MS),
             fixed_date,
-            computed_at: iso_utc(time::now_ms()),
+            computed_at: time::iso_utc(time::now_ms()),
         });
         RUN.set(Some(run.clone()));
         Ok(run)
@@ -193,20 +193,6 @@ fn midnight(date: Date, zone: &str) -> Result<i64, JobError> {
     let (year, month, day) = date.ymd();
     let local = LocalDateTime { year, month, day, hour: 0, minute: 0, second: 0, weekday: 0, offset_seconds: 0 };
     time::from_local(local, zone).map_err(|e| JobError::fatal(format!("midnight of {date} in {zone:?}: {e}")))
-}
-
-fn parse_cursor(cursor: Option<&str>) -> Result<i64, JobError> {
-    match cursor {
-        None => Ok(0),
-        Some(c) => c.parse().map_err(|_| JobError::fatal(format!("invalid page cursor {c:?}, expected a user id"))),
-    }
-}
-
-/// ISO 8601 UTC text of `ms` since the epoch, computed in the guest (no host call).
-fn iso_utc(ms: i64) -> String {
-    let date = Date::new(1970, 1, 1).add_days(ms.div_euclid(DAY_MS));
-    let secs = ms.rem_euclid(DAY_MS) / 1000;
-    format!("{date}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.fff]Z` (the
@@ -255,9 +241,9 @@ mod tests {
     #[test]
     fn iso_text_round_trips() {
         for ms in [0, 1_795_341_600_000, 1_795_341_599_000, -86_400_000, 951_782_400_000] {
-            assert_eq!(parse_iso_utc(&iso_utc(ms)), Some(ms), "{}", iso_utc(ms));
+            assert_eq!(parse_iso_utc(&time::iso_utc(ms)), Some(ms), "{}", time::iso_utc(ms));
         }
-        assert_eq!(iso_utc(1_795_341_600_000), "2026-11-22T10:00:00Z");
+        assert_eq!(time::iso_utc(1_795_341_600_000), "2026-11-22T10:00:00Z");
         assert_eq!(parse_iso_utc("2026-11-22T10:00:00.25Z"), Some(1_795_341_600_250));
         assert_eq!(parse_iso_utc("2026-11-22 10:00:00"), None);
         assert_eq!(parse_iso_utc("2026-11-22T10:00:00+09:00"), None);

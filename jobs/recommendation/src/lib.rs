@@ -31,7 +31,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use sundial_guest::{Context, Date, Item, ItemJob, JobError, JobInfo, Outcome, Page, db, time};
+use sundial_guest::{Context, Item, ItemJob, JobError, JobInfo, Outcome, Page, db, time};
 
 struct Recommendation;
 
@@ -71,7 +71,7 @@ impl ItemJob for Recommendation {
     }
 
     fn items(ctx: &Context, cursor: Option<&str>) -> Result<Page, JobError> {
-        let after = parse_cursor(cursor)?;
+        let after = Page::after_id(cursor)?;
         let run = RunConsts::get(ctx)?;
         let rows = db::query(
             LIST,
@@ -231,25 +231,11 @@ impl RunConsts {
             execution_id: ctx.execution_id,
             base_date: base.to_string(),
             first_day: base.add_days(-DAYS).to_string(),
-            created_at: iso_utc(time::now_ms()),
+            created_at: time::iso_utc(time::now_ms()),
         });
         RUN.set(Some(run.clone()));
         Ok(run)
     }
-}
-
-fn parse_cursor(cursor: Option<&str>) -> Result<i64, JobError> {
-    match cursor {
-        None => Ok(0),
-        Some(c) => c.parse().map_err(|_| JobError::fatal(format!("invalid page cursor {c:?}, expected a user id"))),
-    }
-}
-
-/// ISO 8601 UTC text of `ms` since the epoch, computed in the guest (no host call).
-fn iso_utc(ms: i64) -> String {
-    let date = Date::new(1970, 1, 1).add_days(ms.div_euclid(86_400_000));
-    let secs = ms.rem_euclid(86_400_000) / 1000;
-    format!("{date}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 sundial_guest::export_item_job!(Recommendation);

@@ -24,7 +24,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use sundial_guest::{Context, Date, Item, ItemJob, JobError, JobInfo, Outcome, Page, db, time};
+use sundial_guest::{Context, Item, ItemJob, JobError, JobInfo, Outcome, Page, db, time};
 
 struct Snapshot;
 
@@ -54,7 +54,7 @@ impl ItemJob for Snapshot {
     }
 
     fn items(ctx: &Context, cursor: Option<&str>) -> Result<Page, JobError> {
-        let after = parse_cursor(cursor)?;
+        let after = Page::after_id(cursor)?;
         let run = RunConsts::get(ctx)?;
         let rows = db::query(LIST, &[after.into(), run.yesterday.as_str().into(), (PAGE as i64).into()])?;
         Ok(Page::from_rows(rows, PAGE))
@@ -108,25 +108,11 @@ impl RunConsts {
         let run = Rc::new(RunConsts {
             execution_id: ctx.execution_id,
             yesterday: ctx.run_date()?.add_days(-1).to_string(),
-            created_at: iso_utc(time::now_ms()),
+            created_at: time::iso_utc(time::now_ms()),
         });
         RUN.set(Some(run.clone()));
         Ok(run)
     }
-}
-
-fn parse_cursor(cursor: Option<&str>) -> Result<i64, JobError> {
-    match cursor {
-        None => Ok(0),
-        Some(c) => c.parse().map_err(|_| JobError::fatal(format!("invalid page cursor {c:?}, expected a user id"))),
-    }
-}
-
-/// ISO 8601 UTC text of `ms` since the epoch, computed in the guest (no host call).
-fn iso_utc(ms: i64) -> String {
-    let date: Date = Date::new(1970, 1, 1).add_days(ms.div_euclid(86_400_000));
-    let secs = ms.rem_euclid(86_400_000) / 1000;
-    format!("{date}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 sundial_guest::export_item_job!(Snapshot);

@@ -76,7 +76,7 @@ impl ItemJob for WeeklyReport {
     }
 
     fn items(ctx: &Context, cursor: Option<&str>) -> Result<Page, JobError> {
-        let after = parse_cursor(cursor)?;
+        let after = Page::after_id(cursor)?;
         let run = RunConsts::get(ctx)?;
         let Some(week_start) = run.week_start else {
             return Ok(Page::default());
@@ -203,7 +203,7 @@ impl RunConsts {
             execution_id: ctx.execution_id,
             week_start,
             zones,
-            created_at: iso_utc(time::now_ms()),
+            created_at: time::iso_utc(time::now_ms()),
             bounds: RefCell::new(HashMap::new()),
         });
         RUN.set(Some(run.clone()));
@@ -215,9 +215,9 @@ impl RunConsts {
             return Ok(b.clone());
         }
         let b = Rc::new(Bounds {
-            history_start: iso_utc(midnight(week_start.add_days(-7 * HISTORY_WEEKS), zone)?),
-            start: iso_utc(midnight(week_start, zone)?),
-            end: iso_utc(midnight(week_start.add_days(7), zone)?),
+            history_start: time::iso_utc(midnight(week_start.add_days(-7 * HISTORY_WEEKS), zone)?),
+            start: time::iso_utc(midnight(week_start, zone)?),
+            end: time::iso_utc(midnight(week_start.add_days(7), zone)?),
         });
         self.bounds.borrow_mut().insert(zone.to_string(), b.clone());
         Ok(b)
@@ -249,20 +249,6 @@ fn midnight(date: Date, zone: &str) -> Result<i64, String> {
     let (year, month, day) = date.ymd();
     let local = LocalDateTime { year, month, day, hour: 0, minute: 0, second: 0, weekday: 0, offset_seconds: 0 };
     time::from_local(local, zone).map_err(|e| format!("midnight of {date} in time zone {zone:?}: {e}"))
-}
-
-fn parse_cursor(cursor: Option<&str>) -> Result<i64, JobError> {
-    match cursor {
-        None => Ok(0),
-        Some(c) => c.parse().map_err(|_| JobError::fatal(format!("invalid page cursor {c:?}, expected a user id"))),
-    }
-}
-
-/// ISO 8601 UTC text of `ms` since the epoch, computed in the guest (no host call).
-fn iso_utc(ms: i64) -> String {
-    let date = Date::new(1970, 1, 1).add_days(ms.div_euclid(86_400_000));
-    let secs = ms.rem_euclid(86_400_000) / 1000;
-    format!("{date}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 sundial_guest::export_item_job!(WeeklyReport);
