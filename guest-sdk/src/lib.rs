@@ -162,6 +162,48 @@ macro_rules! export_item_job {
     };
 }
 
+/// Computes a value once per execution and shares it with every later call
+/// in the same execution — the dates, zones and timestamps all items of a run
+/// use, computed without host calls per item. A value from an earlier
+/// execution (an instance reused) is never returned: it is recomputed.
+///
+/// ```no_run
+/// use sundial_guest::{Context, JobError};
+///
+/// struct Run {
+///     yesterday: String,
+/// }
+///
+/// fn run(ctx: &Context) -> Result<std::rc::Rc<Run>, JobError> {
+///     sundial_guest::per_execution(ctx, || Ok(Run { yesterday: ctx.run_date()?.add_days(-1).to_string() }))
+/// }
+/// ```
+pub fn per_execution<T: 'static>(
+    ctx: &Context,
+    init: impl FnOnce() -> Result<T, JobError>,
+) -> Result<std::rc::Rc<T>, JobError> {
+    use std::any::{Any, TypeId};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    /// One value per type: (type, execution, value).
+    type Entry = (TypeId, i64, Rc<dyn Any>);
+    thread_local! {
+        static CACHE: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
+    }
+    let ty = TypeId::of::<T>();
+    let cached =
+        CACHE.with_borrow(|c| c.iter().find(|(t, e, _)| *t == ty && *e == ctx.execution_id).map(|(_, _, v)| v.clone()));
+    if let Some(v) = cached.and_then(|v| v.downcast::<T>().ok()) {
+        return Ok(v);
+    }
+    let value = Rc::new(init()?);
+    CACHE.with_borrow_mut(|c| {
+        c.retain(|(t, _, _)| *t != ty);
+        c.push((ty, ctx.execution_id, value.clone() as Rc<dyn Any>));
+    });
+    Ok(value)
+}
+
 /// Support for the export macros. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {

@@ -20,19 +20,9 @@ use sundial::runtime::{CancelToken, ClosureItems, Invocation, ItemRun, Limits, N
 use sundial::store::appdb::{AppDb, AppSession, SqlValue};
 
 const PAGE: i64 = 1000;
-const LIST: &str = "\
-    SELECT u.id, t.id, t.calories, t.protein_g, t.fat_g, t.carbs_g, \
-           CASE WHEN EXISTS (SELECT 1 FROM daily_target_snapshots s WHERE s.user_id = u.id AND s.date = $2) \
-                THEN 1 ELSE 0 END \
-    FROM users u \
-    LEFT JOIN targets t ON t.user_id = u.id AND t.active = 1 \
-    WHERE u.id > $1 AND u.withdrawn_at IS NULL \
-    ORDER BY u.id \
-    LIMIT $3";
-const INSERT: &str = "\
-    INSERT INTO daily_target_snapshots (user_id, date, target_id, calories, protein_g, fat_g, carbs_g, created_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-    ON CONFLICT (user_id, date) DO NOTHING";
+// The job's own statements, so both sides run the same SQL.
+const LIST: &str = include_str!("../../jobs/snapshot/src/list.sql");
+const INSERT: &str = include_str!("../../jobs/snapshot/src/insert.sql");
 
 fn snapshot_wasm() -> Vec<u8> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();

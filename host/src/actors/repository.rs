@@ -122,7 +122,7 @@ impl Handler<CreateExecution> for Repository {
             ctx,
             msg.new,
             |a| &mut a.creates,
-            |store, batch| Box::pin(async move { store.create_executions(&batch).await }),
+            |store, batch| Box::pin(async move { store.create_executions(batch).await }),
         )
     }
 }
@@ -148,7 +148,7 @@ impl Handler<MarkRunning> for Repository {
             ctx,
             msg.id,
             |a| &mut a.runnings,
-            |store, batch| Box::pin(async move { store.mark_running(&batch).await }),
+            |store, batch| Box::pin(async move { store.mark_running(batch).await }),
         )
     }
 }
@@ -178,7 +178,7 @@ impl Handler<FinishExecution> for Repository {
             |store, batch| {
                 Box::pin(async move {
                     let n = batch.len();
-                    store.finish_executions(&batch).await.map(|()| vec![(); n])
+                    store.finish_executions(batch).await.map(|()| vec![(); n])
                 })
             },
         )
@@ -313,7 +313,7 @@ impl Handler<AdvanceSchedule> for Repository {
             |store, batch| {
                 Box::pin(async move {
                     let n = batch.len();
-                    store.advance_schedules(&batch).await.map(|()| vec![(); n])
+                    store.advance_schedules(batch).await.map(|()| vec![(); n])
                 })
             },
         )

@@ -237,7 +237,7 @@ impl JobSupervisor {
                 attempt: u32::try_from(req.attempt).unwrap_or(u32::MAX),
                 args,
             },
-            limits: self.config.limits,
+            limits: self.config.limits.clone(),
             db: self.app_db.as_ref().map(|d| d.session(self.config.database)),
             cancel,
             progress,
@@ -260,7 +260,7 @@ impl JobSupervisor {
             }
         });
         let runtime = self.runtime.clone();
-        let progress_timer = (self.code.info().kind == JobKind::Items).then(|| {
+        let progress_timer = (self.code.kind() == JobKind::Items).then(|| {
             let mut last = None;
             ctx.run_interval(PROGRESS_EVERY, move |act, _| {
                 let Some((_, p)) = act.active.get(&id) else { return };

@@ -17,7 +17,7 @@ use crate::model::{ErrorClass, ExecutionStatus, HttpAllowlist, RunContext, RunRe
 use crate::store::appdb::AppSession;
 
 /// Per-execution limits: time, memory, and the network the job may reach.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Wall-clock deadline for the whole execution, guest and host calls.
     pub timeout: Duration,

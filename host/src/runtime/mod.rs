@@ -172,11 +172,7 @@ impl Runtime {
 
     /// Runs one execution on a worker thread and reports how it ended.
     pub async fn execute(&self, version: Arc<ComponentVersion>, invocation: Invocation) -> RunReport {
-        let rt = self.clone();
-        match self.inner.pool.run(move || exec::execute(&rt, &version, invocation)).await {
-            Ok(report) => report,
-            Err(_) => RunReport::host_failure(RuntimeError::WorkerLost.to_string()),
-        }
+        self.execute_at(JobCode::Component(version), invocation, None).await
     }
 
     /// Runs one execution of a component or a native job on a worker thread.
@@ -196,33 +192,36 @@ impl Runtime {
     ) -> RunReport {
         let wait = at.and_then(|at| (at - self.inner.clock.now()).to_std().ok()).unwrap_or(Duration::ZERO);
         let lost = || RunReport::host_failure(RuntimeError::WorkerLost.to_string());
-        match code {
-            JobCode::Component(version) => {
-                let rt = self.clone();
-                let ahead = !wait.is_zero() && self.inner.prepared.fetch_add(1, Ordering::SeqCst) < MAX_PREPARED;
-                if !ahead {
-                    if !wait.is_zero() {
-                        self.inner.prepared.fetch_sub(1, Ordering::SeqCst);
-                        tokio::time::sleep(wait).await;
-                    }
-                    return self.pool_run(move || exec::execute(&rt, &version, invocation)).await.unwrap_or_else(lost);
-                }
-                let deadline = tokio::time::Instant::now() + wait;
-                let prepared = self.pool_run(move || exec::prepare(&rt, &version, invocation, wait)).await;
-                self.inner.prepared.fetch_sub(1, Ordering::SeqCst);
-                let Some(prepared) = prepared else { return lost() };
-                tokio::time::sleep_until(deadline).await;
-                let rt = self.clone();
-                self.pool_run(move || exec::run_prepared(&rt, prepared)).await.unwrap_or_else(lost)
-            }
-            JobCode::Native(job) => {
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-                let rt = self.clone();
-                self.pool_run(move || native::execute_native(&rt, &*job, invocation)).await.unwrap_or_else(lost)
-            }
+        let rt = self.clone();
+        if let JobCode::Component(version) = &code
+            && !wait.is_zero()
+            && self.reserve_prepared()
+        {
+            let deadline = tokio::time::Instant::now() + wait;
+            let version = version.clone();
+            let prepared = self.pool_run(move || exec::prepare(&rt, &version, invocation, wait)).await;
+            self.inner.prepared.fetch_sub(1, Ordering::SeqCst);
+            let Some(prepared) = prepared else { return lost() };
+            tokio::time::sleep_until(deadline).await;
+            let rt = self.clone();
+            return self.pool_run(move || exec::run_prepared(&rt, prepared)).await.unwrap_or_else(lost);
         }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let run = move || match code {
+            JobCode::Component(version) => exec::execute(&rt, &version, invocation),
+            JobCode::Native(job) => native::execute_native(&rt, &*job, invocation),
+        };
+        self.pool_run(run).await.unwrap_or_else(lost)
+    }
+
+    /// Takes one of the [`MAX_PREPARED`] slots for an execution prepared ahead.
+    fn reserve_prepared(&self) -> bool {
+        self.inner
+            .prepared
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_PREPARED).then_some(n + 1))
+            .is_ok()
     }
 
     async fn pool_run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {

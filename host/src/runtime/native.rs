@@ -16,7 +16,7 @@ use super::Runtime;
 use super::component::ComponentVersion;
 use super::exec::Invocation;
 use super::host::{CancelToken, LogBuffer, Progress};
-use crate::model::{ErrorClass, ExecutionStatus, JobInfo, RunContext, RunReport};
+use crate::model::{ErrorClass, ExecutionStatus, JobInfo, JobKind, RunContext, RunReport};
 use crate::store::appdb::AppSession;
 
 /// How a native job failed; the same classes as a component's `job-error`.
@@ -121,6 +121,14 @@ impl JobCode {
         match self {
             JobCode::Component(v) => v.digest.clone(),
             JobCode::Native(n) => format!("native:{}@{}", n.info().name, n.version()),
+        }
+    }
+
+    /// Single-shot or item job (without copying the whole [`JobInfo`]).
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobCode::Component(v) => v.info.kind,
+            JobCode::Native(n) => n.info().kind,
         }
     }
 

@@ -9,7 +9,6 @@
 //! guests need and not.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::mpsc::{Sender, channel};
 
 use rusqlite::Connection;
@@ -20,7 +19,7 @@ type Task = Box<dyn FnOnce(&mut Connection) + Send + 'static>;
 
 /// The writer thread's handle; the thread ends when this is dropped.
 pub(crate) struct HotWriter {
-    tx: Mutex<Sender<Task>>,
+    tx: Sender<Task>,
 }
 
 impl std::fmt::Debug for HotWriter {
@@ -49,7 +48,7 @@ impl HotWriter {
                 }
             })
             .map_err(|e| StoreError::Batch(format!("cannot start the store writer thread: {e}")))?;
-        Ok(HotWriter { tx: Mutex::new(tx) })
+        Ok(HotWriter { tx })
     }
 
     /// Runs `f` in a transaction on the writer thread.
@@ -70,8 +69,7 @@ impl HotWriter {
             })();
             let _ = done.send(r.map_err(|source| StoreError::Write { action, source }));
         });
-        let sent = self.tx.lock().map(|tx| tx.send(task).is_ok()).unwrap_or(false);
-        if !sent {
+        if self.tx.send(task).is_err() {
             return Err(StoreError::Closed);
         }
         result.await.unwrap_or(Err(StoreError::Closed))

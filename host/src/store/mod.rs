@@ -362,11 +362,11 @@ impl Store {
         next_run_at: Option<DateTime<Utc>>,
         missed: u64,
     ) -> Result<(), StoreError> {
-        self.advance_schedules(&[ScheduleAdvance { job, last_scheduled_for, next_run_at, missed }]).await
+        self.advance_schedules(vec![ScheduleAdvance { job, last_scheduled_for, next_run_at, missed }]).await
     }
 
     /// [`Store::advance_schedule`] for many jobs in one transaction.
-    pub async fn advance_schedules(&self, batch: &[ScheduleAdvance]) -> Result<(), StoreError> {
+    pub async fn advance_schedules(&self, batch: Vec<ScheduleAdvance>) -> Result<(), StoreError> {
         let now = ts(Utc::now());
         let rows: Vec<(i64, String, Option<String>, i64)> = batch
             .iter()
@@ -402,13 +402,12 @@ impl Store {
     /// Inserts an execution row. Returns `None` if this scheduled instant of the
     /// job already has one (the unique key): the fire was handled before.
     pub async fn create_execution(&self, new: &NewExecution) -> Result<Option<ExecutionId>, StoreError> {
-        Ok(self.create_executions(std::slice::from_ref(new)).await?.pop().flatten())
+        Ok(self.create_executions(vec![new.clone()]).await?.pop().flatten())
     }
 
     /// Inserts execution rows in one transaction (group commit), in order.
-    pub async fn create_executions(&self, batch: &[NewExecution]) -> Result<Vec<Option<ExecutionId>>, StoreError> {
+    pub async fn create_executions(&self, batch: Vec<NewExecution>) -> Result<Vec<Option<ExecutionId>>, StoreError> {
         let now = ts(Utc::now());
-        let batch = batch.to_vec();
         self.hot
             .transaction("creating executions", move |tx| {
                 let mut insert = tx.prepare_cached(
@@ -466,13 +465,12 @@ impl Store {
 
     /// Records how an execution ended, with its failed and skipped items.
     pub async fn finish_execution(&self, id: ExecutionId, report: &RunReport) -> Result<(), StoreError> {
-        self.finish_executions(&[(id, report.clone())]).await
+        self.finish_executions(vec![(id, report.clone())]).await
     }
 
     /// Records how executions ended, in one transaction (group commit).
-    pub async fn finish_executions(&self, batch: &[(ExecutionId, RunReport)]) -> Result<(), StoreError> {
+    pub async fn finish_executions(&self, batch: Vec<(ExecutionId, RunReport)>) -> Result<(), StoreError> {
         let now = ts(Utc::now());
-        let batch = batch.to_vec();
         self.hot
             .transaction("finishing executions", move |tx| {
                 let mut finish = tx.prepare_cached(
@@ -516,7 +514,7 @@ impl Store {
 
     /// Moves executions prepared ahead of their instant from `queued` to
     /// `running` (group commit); an execution that already ended is left alone.
-    pub async fn mark_running(&self, batch: &[ExecutionId]) -> Result<Vec<()>, StoreError> {
+    pub async fn mark_running(&self, batch: Vec<ExecutionId>) -> Result<Vec<()>, StoreError> {
         let now = ts(Utc::now());
         let ids: Vec<i64> = batch.iter().map(|i| i.0).collect();
         let n = ids.len();

@@ -61,6 +61,12 @@ impl Env {
         Env { dir, config: String::new(), clock: None }
     }
 
+    /// An environment with one job component, granted read-write access to
+    /// the application database, on a manual clock starting at `start`.
+    pub fn read_write_job(job: &str, start: &str) -> Env {
+        Env::new(&[job]).clock(start).config(&format!("[jobs.{job}]\ndatabase = \"read-write\""))
+    }
+
     /// Appends configuration text (sundial.toml syntax).
     pub fn config(mut self, text: &str) -> Env {
         self.config.push_str(text);

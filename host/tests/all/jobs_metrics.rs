@@ -11,10 +11,7 @@ use crate::helpers::*;
 const AT: &str = "2026-11-22T12:00:00Z";
 
 fn env() -> Env {
-    Env::new(&["metrics"]).clock(AT).config(
-        r#"[jobs.metrics]
-           database = "read-write""#,
-    )
+    Env::read_write_job("metrics", AT)
 }
 
 /// 1 in Auckland, 2 and 3 in Los Angeles, 4 in UTC train recently; 5 only

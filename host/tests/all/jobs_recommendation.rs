@@ -7,10 +7,7 @@ use sundial::model::{ErrorClass, ExecutionStatus, RunArgs, RunReport};
 use crate::helpers::*;
 
 fn env() -> Env {
-    Env::new(&["recommendation"]).clock("2026-11-22T07:00:00Z").config(
-        r#"[jobs.recommendation]
-           database = "read-write""#,
-    )
+    Env::read_write_job("recommendation", "2026-11-22T07:00:00Z")
 }
 
 /// Base date 2026-11-22, so the five days are 11-17..11-21.

@@ -6,10 +6,7 @@ use sundial::model::{ErrorClass, ExecutionStatus, RunArgs, RunReport};
 use crate::helpers::*;
 
 fn env() -> Env {
-    Env::new(&["snapshot"]).clock("2026-11-22T00:10:00Z").config(
-        r#"[jobs.snapshot]
-           database = "read-write""#,
-    )
+    Env::read_write_job("snapshot", "2026-11-22T00:10:00Z")
 }
 
 /// Six users: 1 and 6 have an active target (1 also an older inactive one),

@@ -9,10 +9,7 @@ use sundial::model::{ErrorClass, ExecutionStatus, RunArgs, RunReport};
 use crate::helpers::*;
 
 fn env(start: &str) -> Env {
-    Env::new(&["weekly-report"]).clock(start).config(
-        r#"[jobs.weekly-report]
-           database = "read-write""#,
-    )
+    Env::read_write_job("weekly-report", start)
 }
 
 /// Users 1 (Tokyo, UTC+9), 2 (Los Angeles, UTC−8), 5 (London, UTC+0) and 7

@@ -21,7 +21,6 @@
 //! - A user with an unknown time zone or unreadable workout times fails
 //!   alone, with the reason; the others go on.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
@@ -147,9 +146,8 @@ struct Summary {
 }
 
 /// What every item of one execution shares, computed once per execution
-/// (the execution id is checked so a reused instance never sees stale values).
+/// ([`sundial_guest::per_execution`]).
 struct RunConsts {
-    execution_id: i64,
     until_ms: i64,
     until: String,
     since_7d: String,
@@ -158,33 +156,25 @@ struct RunConsts {
     computed_at: String,
 }
 
-thread_local! {
-    static RUN: RefCell<Option<Rc<RunConsts>>> = const { RefCell::new(None) };
-}
-
 impl RunConsts {
     fn get(ctx: &Context) -> Result<Rc<RunConsts>, JobError> {
-        if let Some(run) = RUN.with_borrow(|r| r.clone()).filter(|r| r.execution_id == ctx.execution_id) {
-            return Ok(run);
-        }
-        let (until_ms, fixed_date) = match &ctx.date {
-            None => (ctx.scheduled_for(), None),
-            Some(_) => {
-                let date = ctx.run_date()?;
-                (midnight(date.add_days(1), &ctx.timezone)?, Some(date))
-            }
-        };
-        let run = Rc::new(RunConsts {
-            execution_id: ctx.execution_id,
-            until_ms,
-            until: time::iso_utc(until_ms),
-            since_7d: time::iso_utc(until_ms - 7 * DAY_MS),
-            since_30d: time::iso_utc(until_ms - 30 * DAY_MS),
-            fixed_date,
-            computed_at: time::iso_utc(time::now_ms()),
-        });
-        RUN.set(Some(run.clone()));
-        Ok(run)
+        sundial_guest::per_execution(ctx, || {
+            let (until_ms, fixed_date) = match &ctx.date {
+                None => (ctx.scheduled_for(), None),
+                Some(_) => {
+                    let date = ctx.run_date()?;
+                    (midnight(date.add_days(1), &ctx.timezone)?, Some(date))
+                }
+            };
+            Ok(RunConsts {
+                until_ms,
+                until: time::iso_utc(until_ms),
+                since_7d: time::iso_utc(until_ms - 7 * DAY_MS),
+                since_30d: time::iso_utc(until_ms - 30 * DAY_MS),
+                fixed_date,
+                computed_at: time::iso_utc(time::now_ms()),
+            })
+        })
     }
 }
 

@@ -28,7 +28,6 @@
 //! - **Speed**: the page query carries the target, the report count and sums
 //!   and whether today's recommendation exists, so an item is one `INSERT`.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use sundial_guest::{Context, Item, ItemJob, JobError, JobInfo, Outcome, Page, db, time};
@@ -209,32 +208,23 @@ impl Plan {
 }
 
 /// What every item of one execution shares, computed once per execution
-/// (the execution id is checked so a reused instance never sees stale values).
+/// ([`sundial_guest::per_execution`]).
 struct RunConsts {
-    execution_id: i64,
     base_date: String,
     first_day: String,
     created_at: String,
 }
 
-thread_local! {
-    static RUN: RefCell<Option<Rc<RunConsts>>> = const { RefCell::new(None) };
-}
-
 impl RunConsts {
     fn get(ctx: &Context) -> Result<Rc<RunConsts>, JobError> {
-        if let Some(run) = RUN.with_borrow(|r| r.clone()).filter(|r| r.execution_id == ctx.execution_id) {
-            return Ok(run);
-        }
-        let base = ctx.run_date()?;
-        let run = Rc::new(RunConsts {
-            execution_id: ctx.execution_id,
-            base_date: base.to_string(),
-            first_day: base.add_days(-DAYS).to_string(),
-            created_at: time::iso_utc(time::now_ms()),
-        });
-        RUN.set(Some(run.clone()));
-        Ok(run)
+        sundial_guest::per_execution(ctx, || {
+            let base = ctx.run_date()?;
+            Ok(RunConsts {
+                base_date: base.to_string(),
+                first_day: base.add_days(-DAYS).to_string(),
+                created_at: time::iso_utc(time::now_ms()),
+            })
+        })
     }
 }
 

@@ -21,7 +21,6 @@
 //!   user id and served by the primary key, the unique partial index on the
 //!   active target and the `(user_id, date)` unique index of the snapshots.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use sundial_guest::{Context, Item, ItemJob, JobError, JobInfo, Outcome, Page, db, time};
@@ -32,20 +31,12 @@ struct Snapshot;
 /// enough that a page is a few hundred kilobytes.
 const PAGE: usize = 1000;
 
-const LIST: &str = "\
-    SELECT u.id, t.id, t.calories, t.protein_g, t.fat_g, t.carbs_g, \
-           CASE WHEN EXISTS (SELECT 1 FROM daily_target_snapshots s WHERE s.user_id = u.id AND s.date = $2) \
-                THEN 1 ELSE 0 END \
-    FROM users u \
-    LEFT JOIN targets t ON t.user_id = u.id AND t.active = 1 \
-    WHERE u.id > $1 AND u.withdrawn_at IS NULL \
-    ORDER BY u.id \
-    LIMIT $3";
+/// One page of active users with their active target and whether
+/// yesterday's snapshot exists: `$1` after this user id, `$2` the date, `$3` the page size.
+const LIST: &str = include_str!("list.sql");
 
-const INSERT: &str = "\
-    INSERT INTO daily_target_snapshots (user_id, date, target_id, calories, protein_g, fat_g, carbs_g, created_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-    ON CONFLICT (user_id, date) DO NOTHING";
+/// One snapshot, unless it exists.
+const INSERT: &str = include_str!("insert.sql");
 
 impl ItemJob for Snapshot {
     fn info() -> JobInfo {
@@ -88,30 +79,20 @@ impl ItemJob for Snapshot {
 }
 
 /// What every item of one execution shares, computed once per execution
-/// rather than with host calls per item (an instance serves one execution,
-/// but the execution id is checked so a reused instance never sees stale values).
+/// ([`sundial_guest::per_execution`]) rather than with host calls per item.
 struct RunConsts {
-    execution_id: i64,
     yesterday: String,
     created_at: String,
 }
 
-thread_local! {
-    static RUN: RefCell<Option<Rc<RunConsts>>> = const { RefCell::new(None) };
-}
-
 impl RunConsts {
     fn get(ctx: &Context) -> Result<Rc<RunConsts>, JobError> {
-        if let Some(run) = RUN.with_borrow(|r| r.clone()).filter(|r| r.execution_id == ctx.execution_id) {
-            return Ok(run);
-        }
-        let run = Rc::new(RunConsts {
-            execution_id: ctx.execution_id,
-            yesterday: ctx.run_date()?.add_days(-1).to_string(),
-            created_at: time::iso_utc(time::now_ms()),
-        });
-        RUN.set(Some(run.clone()));
-        Ok(run)
+        sundial_guest::per_execution(ctx, || {
+            Ok(RunConsts {
+                yesterday: ctx.run_date()?.add_days(-1).to_string(),
+                created_at: time::iso_utc(time::now_ms()),
+            })
+        })
     }
 }
 

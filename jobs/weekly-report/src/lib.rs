@@ -162,9 +162,8 @@ struct Bounds {
 }
 
 /// What every item of one execution shares, computed once per execution
-/// (the execution id is checked so a reused instance never sees stale values).
+/// ([`sundial_guest::per_execution`]).
 struct RunConsts {
-    execution_id: i64,
     /// The Monday the reported week starts on; `None` when no zone is in the window.
     week_start: Option<Date>,
     /// The zones in the window; `None` for every zone (`--date`).
@@ -174,40 +173,32 @@ struct RunConsts {
     bounds: RefCell<HashMap<String, Rc<Bounds>>>,
 }
 
-thread_local! {
-    static RUN: RefCell<Option<Rc<RunConsts>>> = const { RefCell::new(None) };
-}
-
 impl RunConsts {
     fn get(ctx: &Context) -> Result<Rc<RunConsts>, JobError> {
-        if let Some(run) = RUN.with_borrow(|r| r.clone()).filter(|r| r.execution_id == ctx.execution_id) {
-            return Ok(run);
-        }
-        let (week_start, zones) = match &ctx.date {
-            Some(_) => {
-                let monday = ctx.run_date()?;
-                if monday.weekday() != 1 {
-                    return Err(JobError::fatal(format!(
-                        "--date {monday} is not a Monday: weekly-report runs as of a Monday 03:00 local time \
+        sundial_guest::per_execution(ctx, || {
+            let (week_start, zones) = match &ctx.date {
+                Some(_) => {
+                    let monday = ctx.run_date()?;
+                    if monday.weekday() != 1 {
+                        return Err(JobError::fatal(format!(
+                            "--date {monday} is not a Monday: weekly-report runs as of a Monday 03:00 local time \
                          and reports on the week before it"
-                    )));
+                        )));
+                    }
+                    (Some(monday.add_days(-7)), None)
                 }
-                (Some(monday.add_days(-7)), None)
-            }
-            None => {
-                let (monday, zones) = zones_in_window(ctx.scheduled_for())?;
-                (monday.map(|m| m.add_days(-7)), Some(zones))
-            }
-        };
-        let run = Rc::new(RunConsts {
-            execution_id: ctx.execution_id,
-            week_start,
-            zones,
-            created_at: time::iso_utc(time::now_ms()),
-            bounds: RefCell::new(HashMap::new()),
-        });
-        RUN.set(Some(run.clone()));
-        Ok(run)
+                None => {
+                    let (monday, zones) = zones_in_window(ctx.scheduled_for())?;
+                    (monday.map(|m| m.add_days(-7)), Some(zones))
+                }
+            };
+            Ok(RunConsts {
+                week_start,
+                zones,
+                created_at: time::iso_utc(time::now_ms()),
+                bounds: RefCell::new(HashMap::new()),
+            })
+        })
     }
 
     fn bounds(&self, zone: &str, week_start: Date) -> Result<Rc<Bounds>, String> {
