@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test: builds the job and fixture components, then the whole
 # workspace's tests (the host's tests use those real components and real
-# SQLite files).
+# SQLite files; the UI test drives a headless chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-guest-toolchain.sh
+scripts/install-browser.sh
 cargo xtask build-jobs --fixtures
 cargo test --workspace "$@"

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
+use crate::api;
 use crate::config::Config;
 use crate::host::{Host, HostOptions};
 use crate::model::{ExecutionStatus, RunArgs};
@@ -43,8 +44,8 @@ struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the scheduler and the jobs in the foreground until Ctrl-C.
-    Serve,
+    /// Run the scheduler, the jobs, the HTTP API and the UI in the foreground until Ctrl-C.
+    Serve(ServeCmd),
     /// Run one job now and exit: 0 if it succeeded, 1 otherwise (for OS cron).
     Run(RunCmd),
     /// List the jobs: schedule, time zone, switch, next run.
@@ -70,6 +71,17 @@ enum Command {
     },
     /// Create or upgrade Sundial's tables and exit.
     Migrate,
+}
+
+#[derive(Debug, Args)]
+struct ServeCmd {
+    /// Address of the HTTP API and UI (default: [http] addr, or 127.0.0.1:8080).
+    /// A non-loopback address needs a token (SUNDIAL_API_TOKEN).
+    #[arg(long, env = "SUNDIAL_HTTP", value_name = "ADDR")]
+    http: Option<String>,
+    /// Serve no HTTP API or UI.
+    #[arg(long, conflicts_with = "http")]
+    no_http: bool,
 }
 
 #[derive(Debug, Args)]
@@ -123,7 +135,7 @@ struct Invalid(String);
 /// Parses the command line, runs the command, and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -152,7 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let system = actix_rt::System::new();
     system.block_on(async move {
         match cli.command {
-            Command::Serve => serve(options).await,
+            Command::Serve(cmd) => serve(options, cmd).await,
             Command::Run(cmd) => run_job(options, cmd).await,
             Command::Jobs => jobs(options).await,
             Command::History { job, limit } => history(options, &job, limit).await,
@@ -180,15 +192,49 @@ fn check_jobs_dir(options: &HostOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(options: HostOptions) -> anyhow::Result<ExitCode> {
+async fn serve(options: HostOptions, cmd: ServeCmd) -> anyhow::Result<ExitCode> {
     check_jobs_dir(&options)?;
+    let http = &options.config.http;
+    let addr =
+        (!cmd.no_http).then(|| cmd.http.clone().or_else(|| http.addr.clone()).unwrap_or(api::DEFAULT_ADDR.into()));
+    let token = std::env::var("SUNDIAL_API_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| http.token.clone());
     let host = Host::start(options).await.context("cannot start the host")?;
     for (file, error) in &host.loaded.failed {
         tracing::error!(file = %file.display(), %error, "not loaded");
     }
+    let server = match addr {
+        Some(addr) => {
+            let serving = match api::serve(host.clone(), &addr, token) {
+                Ok(s) => s,
+                Err(e) => {
+                    host.stop().await;
+                    return Err(match e {
+                        api::SecurityError::Address { .. } => anyhow::Error::new(e),
+                        e => Invalid(e.to_string()).into(),
+                    });
+                }
+            };
+            let url = format!("http://{}", serving.addr);
+            if serving.generated_token {
+                tracing::info!(
+                    "UI and API at {url}/#token={} (token made up at start; set SUNDIAL_API_TOKEN to choose one)",
+                    serving.token
+                );
+            } else {
+                tracing::info!("UI and API at {url}/ (state changes need the configured token)");
+            }
+            let handle = serving.server.handle();
+            actix_rt::spawn(serving.server);
+            Some(handle)
+        }
+        None => None,
+    };
     tracing::info!(jobs = host.loaded.loaded.len(), "sundial is running; Ctrl-C stops it");
     tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
     tracing::info!("stopping");
+    if let Some(h) = server {
+        h.stop(true).await;
+    }
     host.stop().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -132,6 +132,22 @@ impl JobSettings {
     }
 }
 
+/// `[http]`: the API and UI of `sundial serve`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address to listen on (default `127.0.0.1:8080`; `--http` overrides it).
+    pub addr: Option<String>,
+    /// Bearer token for state-changing requests (`SUNDIAL_API_TOKEN` overrides it).
+    pub token: Option<String>,
+    /// Host names (or `host:port`) the API answers to besides the loopback names.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://ops.example.com`) allowed to call the API besides its own.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
 /// The configuration file as written.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -148,6 +164,9 @@ pub struct Config {
     /// Settings per job name.
     #[serde(default)]
     pub jobs: BTreeMap<String, JobSettings>,
+    /// The HTTP API and UI (`sundial serve`).
+    #[serde(default)]
+    pub http: HttpSettings,
     /// Where relative paths are resolved (the file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,

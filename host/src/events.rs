@@ -1,5 +1,5 @@
-//! Execution events, broadcast to whoever subscribes (embedders, the bench,
-//! later the live UI). Publishing never blocks a run: a subscriber that falls
+//! Execution and job events, broadcast to whoever subscribes (embedders, the
+//! bench, the metrics and the live UI). Publishing never blocks a run: a subscriber that falls
 //! behind by more than the channel's capacity misses events and is told so
 //! (`RecvError::Lagged`).
 
@@ -40,7 +40,64 @@ pub enum Event {
         status: ExecutionStatus,
         /// When the guest call began.
         guest_started_at: Option<DateTime<Utc>>,
+        /// When it ended.
+        finished_at: DateTime<Utc>,
+        /// Item counts (item jobs).
+        items: ItemCounts,
     },
+    /// A running execution's progress changed (about once a second at most).
+    ExecutionProgress {
+        /// The execution.
+        id: ExecutionId,
+        /// Its job.
+        job: String,
+        /// Units (items) done.
+        done: u64,
+        /// Units in total, when known.
+        total: Option<u64>,
+        /// Items that succeeded.
+        ok: u64,
+        /// Items skipped.
+        skipped: u64,
+        /// Items failed.
+        failed: u64,
+    },
+    /// A job's definition, switch, schedule, version or load error changed.
+    JobChanged {
+        /// The job.
+        job: String,
+    },
+    /// The global switch changed.
+    SchedulerChanged {
+        /// On or off.
+        enabled: bool,
+    },
+}
+
+impl Event {
+    /// The event's name (its `type`), as in the server-sent events stream.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::ExecutionStarted { .. } => "execution_started",
+            Event::ExecutionFinished { .. } => "execution_finished",
+            Event::ExecutionProgress { .. } => "execution_progress",
+            Event::JobChanged { .. } => "job_changed",
+            Event::SchedulerChanged { .. } => "scheduler_changed",
+        }
+    }
+}
+
+/// Items seen, succeeded, skipped and failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ItemCounts {
+    /// Items seen.
+    pub total: u64,
+    /// Items that succeeded.
+    pub ok: u64,
+    /// Items skipped.
+    pub skipped: u64,
+    /// Items failed.
+    pub failed: u64,
 }
 
 /// The sending side, shared by the supervisors.

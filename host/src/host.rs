@@ -8,16 +8,22 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::actors::loader::{GetSupervisor, LoadAll, LoadSummary, LoaderError, LoaderSetup};
+use crate::actors::loader::{
+    AllSupervisors, DeployComponent, DeployError, GetSupervisor, LoadAll, LoadSummary, LoaderError, LoaderSetup,
+};
 use crate::actors::repository::{GetGlobalEnabled, MarkCrashed};
-use crate::actors::scheduler::Shutdown;
-use crate::actors::supervisor::{CancelRun, RetryCrashed, RunNow, RunRejected, RunStarted};
+use crate::actors::scheduler::{RegisterJob, Shutdown, SwitchJob, SwitchScheduler};
+use crate::actors::supervisor::{
+    CancelRun, JobSnapshot, JobSupervisor, LiveProgress, RetryCrashed, RunNow, RunRejected, RunStarted, Snapshot,
+    UpdateJob,
+};
 use crate::actors::{Loader, Repository, Scheduler};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, DEFAULT_DATABASE, DEFAULT_JOBS_DIR};
 use crate::events::{Event, Events};
-use crate::model::{ExecutionId, ExecutionRecord, RunArgs, RunReport};
-use crate::runtime::{NativeJob, Runtime, RuntimeError};
+use crate::model::{ExecutionId, ExecutionRecord, JobRecord, RunArgs, RunReport, ScheduleSource};
+use crate::runtime::{MAX_COMPONENT_BYTES, NativeJob, Runtime, RuntimeError};
+use crate::schedule::Schedule;
 use crate::store::appdb::AppDb;
 use crate::store::{Store, StoreError};
 
@@ -50,6 +56,15 @@ pub enum HostError {
     /// An actor stopped.
     #[error("host actor unavailable: {0}")]
     Mailbox(#[from] MailboxError),
+    /// A schedule given through an interface is invalid.
+    #[error(transparent)]
+    InvalidSchedule(#[from] crate::schedule::ScheduleError),
+    /// A deployed component failed validation.
+    #[error(transparent)]
+    InvalidComponent(#[from] crate::runtime::LoadError),
+    /// A valid deployed component could not be put in place.
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
     /// The execution ended without a report (the host is shutting down).
     #[error("the execution was abandoned while the host stopped")]
     Abandoned,
@@ -130,7 +145,8 @@ pub fn node_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// A running host.
+/// A running host. Clones share the same actors and store.
+#[derive(Clone)]
 pub struct Host {
     /// The store (for read-only interfaces).
     pub store: Store,
@@ -144,6 +160,14 @@ pub struct Host {
     pub runtime: Runtime,
     /// What loading the jobs directory found.
     pub loaded: LoadSummary,
+    /// The configuration the host started with.
+    pub config: Arc<Config>,
+    /// This host's name in execution rows.
+    pub node: String,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Counters and histograms fed by the host's events (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     events: Events,
 }
 
@@ -168,6 +192,8 @@ impl Host {
             None
         };
         let events = crate::events::channel(options.event_capacity);
+        let metrics = crate::metrics::Metrics::new();
+        metrics.follow(events.subscribe());
         let mut native = options.native_jobs.clone();
         if options.config.jobs.contains_key("backup") && !native.iter().any(|n| n.info().name == "backup") {
             let mut files = vec![app_db.path().to_path_buf()];
@@ -201,7 +227,19 @@ impl Host {
                 });
             }
         }
-        Ok(Host { store, repo, scheduler, loader, runtime, loaded, events })
+        Ok(Host {
+            store,
+            repo,
+            scheduler,
+            loader,
+            runtime,
+            loaded,
+            config: Arc::new(options.config),
+            node: options.node,
+            clock: options.clock,
+            metrics,
+            events,
+        })
     }
 
     /// Execution events from now on.
@@ -228,15 +266,108 @@ impl Host {
 
     /// Starts a run through the job's overlap gate without waiting for it.
     pub async fn start_run(&self, job: &str, args: RunArgs) -> Result<RunStarted, HostError> {
-        let Some(supervisor) = self.loader.send(GetSupervisor { name: job.to_string() }).await? else {
-            let hint = if self.loaded.loaded.is_empty() {
-                " (no jobs are loaded)".to_string()
-            } else {
-                format!(" (loaded jobs: {})", self.loaded.loaded.join(", "))
-            };
-            return Err(HostError::UnknownJob { name: job.to_string(), hint });
-        };
+        let supervisor = self.supervisor(job).await?;
         Ok(supervisor.send(RunNow { args }).await??)
+    }
+
+    /// The supervisor of a loaded job.
+    async fn supervisor(&self, job: &str) -> Result<Addr<JobSupervisor>, HostError> {
+        if let Some(s) = self.loader.send(GetSupervisor { name: job.to_string() }).await? {
+            return Ok(s);
+        }
+        let mut names: Vec<String> = self.loader.send(AllSupervisors).await?.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        let hint = if names.is_empty() {
+            " (no jobs are loaded)".to_string()
+        } else {
+            format!(" (loaded jobs: {})", names.join(", "))
+        };
+        Err(HostError::UnknownJob { name: job.to_string(), hint })
+    }
+
+    /// What the job's supervisor knows: configuration, grants, running executions.
+    pub async fn job_snapshot(&self, job: &str) -> Result<JobSnapshot, HostError> {
+        Ok(self.supervisor(job).await?.send(Snapshot).await?)
+    }
+
+    /// Every loaded job's snapshot, by name.
+    pub async fn snapshots(&self) -> Result<Vec<JobSnapshot>, HostError> {
+        let mut all = Vec::new();
+        for (_, s) in self.loader.send(AllSupervisors).await? {
+            all.push(s.send(Snapshot).await?);
+        }
+        all.sort_by(|a, b| a.job.name.cmp(&b.job.name));
+        Ok(all)
+    }
+
+    /// Progress of the executions running on this host.
+    pub async fn live_progress(&self) -> Result<std::collections::HashMap<ExecutionId, LiveProgress>, HostError> {
+        Ok(self.snapshots().await?.into_iter().flat_map(|s| s.running).collect())
+    }
+
+    /// Sets the global switch. Takes effect at once; running executions finish.
+    pub async fn set_enabled(&self, enabled: bool) -> Result<(), HostError> {
+        if let Some(s) = &self.scheduler {
+            s.send(SwitchScheduler { enabled }).await?;
+        }
+        // Stored here too (the scheduler's write is not awaited), so a read
+        // right after sees it.
+        self.store.set_global_enabled(enabled).await?;
+        let _ = self.events.send(Event::SchedulerChanged { enabled });
+        Ok(())
+    }
+
+    /// Sets a job's switch. Takes effect at once; running executions finish.
+    pub async fn set_job_enabled(&self, job: &str, enabled: bool) -> Result<(), HostError> {
+        self.supervisor(job).await?;
+        if let Some(s) = &self.scheduler {
+            s.send(SwitchJob { name: job.to_string(), enabled }).await?;
+        }
+        // Stored here too (the scheduler's write is not awaited), so a read
+        // right after sees it.
+        self.store.set_job_enabled(job, enabled).await?;
+        let _ = self.events.send(Event::JobChanged { job: job.to_string() });
+        Ok(())
+    }
+
+    /// Overrides a job's schedule (`Some((expression, zone))`; the zone
+    /// defaults to the current one), or returns it to the configured one
+    /// (`None`). Validated like configuration; the override is stored and
+    /// survives restarts. A changed schedule starts its series from now.
+    pub async fn set_schedule(
+        &self,
+        job: &str,
+        schedule: Option<(String, Option<String>)>,
+    ) -> Result<JobRecord, HostError> {
+        let supervisor = self.supervisor(job).await?;
+        let snap = supervisor.send(Snapshot).await?;
+        let (expression, zone, source) = match schedule {
+            Some((expression, zone)) => {
+                (expression, zone.unwrap_or_else(|| snap.job.timezone.clone()), ScheduleSource::Api)
+            }
+            None => (snap.config.schedule.clone(), snap.config.timezone.clone(), ScheduleSource::Configuration),
+        };
+        Schedule::parse(&expression, &zone)?;
+        let record = self.store.set_schedule(job, &expression, &zone, source).await?;
+        supervisor.send(UpdateJob { job: record.clone() }).await?;
+        if let Some(s) = &self.scheduler {
+            s.send(RegisterJob { job: record.clone(), misfire: snap.config.misfire, supervisor }).await??;
+        }
+        tracing::info!(job, schedule = %expression, timezone = %zone, source = %source, "schedule changed");
+        let _ = self.events.send(Event::JobChanged { job: job.to_string() });
+        // The scheduler has stored the next fire meanwhile.
+        Ok(self.store.get_job(job).await?.unwrap_or(record))
+    }
+
+    /// Validates a component exactly as the loader does and, if it passes,
+    /// writes it into the jobs directory and puts it live for the job's next
+    /// execution. Replies with the stored job (its new version).
+    pub async fn deploy(&self, bytes: Vec<u8>) -> Result<JobRecord, HostError> {
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(crate::runtime::LoadError::TooLarge { size: bytes.len(), max: MAX_COMPONENT_BYTES }.into());
+        }
+        let version = self.runtime.load(bytes.clone()).await?;
+        Ok(self.loader.send(DeployComponent { bytes, version }).await??)
     }
 
     /// Stops firing and closes the store. Executions still running finish on

@@ -24,6 +24,7 @@
 //! `schedule/` is the pure crontab and time-zone logic.
 
 pub mod actors;
+pub mod api;
 pub mod builtin;
 pub mod cli;
 pub mod clock;
@@ -31,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod events;
 pub mod host;
+pub mod metrics;
 pub mod model;
 pub mod runtime;
 pub mod schedule;

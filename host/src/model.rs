@@ -501,7 +501,36 @@ pub struct JobRecord {
     pub load_error: Option<String>,
     /// Scheduled instants not run because of the misfire policy.
     pub missed_fires: i64,
+    /// Whether the schedule is the configured one or an operator's override.
+    pub schedule_source: ScheduleSource,
 }
+
+/// One of a job's component versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionRecord {
+    /// 1, 2, ...
+    pub version: i64,
+    /// sha256 of the component (or `native:<name>@<version>`).
+    pub digest: String,
+    /// When the host first loaded it.
+    pub first_seen: DateTime<Utc>,
+    /// Executions that ran it.
+    pub executions: i64,
+}
+
+/// Where a job's effective schedule comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScheduleSource {
+    /// `sundial.toml`, or the component's default.
+    Configuration,
+    /// Set by an operator through the API; kept until reset.
+    Api,
+}
+
+text_enum!(ScheduleSource, "schedule source", {
+    Configuration => "configuration",
+    Api => "api",
+});
 
 /// An execution as the store knows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -16,7 +16,7 @@ use super::scheduler::{RegisterJob, Scheduler};
 use super::supervisor::{Deploy, JobSupervisor, SupervisorSetup};
 use crate::clock::Clock;
 use crate::config::{Config, JobConfig};
-use crate::events::Events;
+use crate::events::{Event, Events};
 use crate::model::JobRecord;
 use crate::runtime::{ComponentVersion, JobCode, MAX_COMPONENT_BYTES, NativeJob, Runtime};
 use crate::store::JobDefinition;
@@ -112,8 +112,51 @@ impl Loader {
         if let Some(s) = &self.scheduler {
             s.do_send(RegisterJob { job, misfire: config.misfire, supervisor });
         }
+        let _ = self.events.send(Event::JobChanged { job: name.clone() });
         Ok(name)
     }
+
+    /// Where a job's component lives: the file it was loaded from, or
+    /// `<name>.wasm` for a new job. Refuses native jobs and another job's file.
+    fn file_for(&self, name: &str) -> Result<PathBuf, DeployError> {
+        if let Some((_, owner)) = self.supervisors.get(name) {
+            if self.native.iter().any(|n| n.info().name == name) {
+                return Err(DeployError::Native(name.to_string()));
+            }
+            return Ok(owner.clone());
+        }
+        let path = self.dir.join(format!("{name}.wasm"));
+        if let Some((other, _)) = self.supervisors.iter().find(|(_, (_, owner))| owner == &path) {
+            return Err(DeployError::FileTaken { path, job: other.clone() });
+        }
+        Ok(path)
+    }
+}
+
+/// Why a deployed component was not put in place (it is valid).
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The job is built in or the embedding application's.
+    #[error("job {0:?} is a native job; a component cannot replace it")]
+    Native(String),
+    /// The file name the job would get belongs to another job.
+    #[error("the jobs directory's {} already holds job {job:?}; rename that file first",
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())]
+    FileTaken {
+        /// The file.
+        path: PathBuf,
+        /// Its job.
+        job: String,
+    },
+    /// Configuration rejects the job (grants, schedule).
+    #[error("{0}")]
+    Config(String),
+    /// The file could not be written.
+    #[error("cannot write the component into the jobs directory: {0}")]
+    Write(String),
+    /// The job could not be registered.
+    #[error("cannot register the job: {0}")]
+    Register(String),
 }
 
 impl Actor for Loader {
@@ -213,7 +256,8 @@ impl Handler<LoadAll> for Loader {
                     Err((name, message)) => {
                         tracing::error!(file = %path.display(), error = %message, "job component rejected");
                         if let Some(name) = name {
-                            act.repo.do_send(SetLoadError { name, error: Some(message.clone()) });
+                            act.repo.do_send(SetLoadError { name: name.clone(), error: Some(message.clone()) });
+                            let _ = act.events.send(Event::JobChanged { job: name });
                         }
                         summary.failed.push((path, message));
                     }
@@ -272,5 +316,79 @@ impl Handler<GetSupervisor> for Loader {
 
     fn handle(&mut self, msg: GetSupervisor, _: &mut Context<Self>) -> Self::Result {
         self.supervisors.get(&msg.name).map(|(a, _)| a.clone())
+    }
+}
+
+/// Sent by the deploy endpoint: a component the runtime has validated, and its
+/// bytes. The file is written into the jobs directory (atomically, so a
+/// restart loads it too) and the job goes live for its next execution.
+/// Replies with the stored job.
+#[derive(Message)]
+#[rtype(result = "Result<JobRecord, DeployError>")]
+pub struct DeployComponent {
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+    /// The validated component.
+    pub version: Arc<ComponentVersion>,
+}
+
+impl Handler<DeployComponent> for Loader {
+    type Result = ResponseActFuture<Self, Result<JobRecord, DeployError>>;
+
+    fn handle(&mut self, msg: DeployComponent, _: &mut Context<Self>) -> Self::Result {
+        let name = msg.version.info.name.clone();
+        let checked = self.file_for(&name).and_then(|path| {
+            self.config.job(&msg.version.info).map(|_| path).map_err(|e| DeployError::Config(e.to_string()))
+        });
+        let path = match checked {
+            Ok(path) => path,
+            Err(e) => return Box::pin(async move { Err(e) }.into_actor(self)),
+        };
+        let repo = self.repo.clone();
+        let config = self.config.clone();
+        let work = async move {
+            write_atomically(&path, &msg.bytes).map_err(|e| DeployError::Write(e.to_string()))?;
+            let registered = register(&repo, &config, JobCode::Component(msg.version)).await;
+            registered.map(|r| (path, r)).map_err(|(_, e)| DeployError::Register(e))
+        };
+        Box::pin(work.into_actor(self).map(|res, act, _| {
+            let (path, (code, config, job)) = res?;
+            tracing::info!(job = %job.name, file = %path.display(), version = ?job.component_version,
+                "component deployed");
+            act.install(path, code, config, job.clone()).map_err(DeployError::Register)?;
+            Ok(job)
+        }))
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory
+/// and a rename, so a reader never sees half a component.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let stem = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{stem}.{}.partial", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Sent by interfaces: every loaded job's supervisor, by name.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<(String, Addr<JobSupervisor>)>")]
+pub struct AllSupervisors;
+
+impl Handler<AllSupervisors> for Loader {
+    type Result = MessageResult<AllSupervisors>;
+
+    fn handle(&mut self, _: AllSupervisors, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.supervisors.iter().map(|(n, (a, _))| (n.clone(), a.clone())).collect())
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use super::repository::{CreateExecution, FinishExecution, FlagOverrun, MarkRunning, Repository, UpdateProgress};
 use crate::clock::Clock;
 use crate::config::JobConfig;
-use crate::events::{Event, Events};
+use crate::events::{Event, Events, ItemCounts};
 use crate::model::{
     ErrorClass, ExecutionId, ExecutionStatus, JobKind, JobRecord, OverlapPolicy, RunArgs, RunContext, RunReport,
     Trigger,
@@ -260,18 +260,25 @@ impl JobSupervisor {
             }
         });
         let runtime = self.runtime.clone();
-        let progress_timer = (self.code.kind() == JobKind::Items).then(|| {
+        let items = self.code.kind() == JobKind::Items;
+        let progress_timer = {
             let mut last = None;
             ctx.run_interval(PROGRESS_EVERY, move |act, _| {
                 let Some((_, p)) = act.active.get(&id) else { return };
-                let counts = [&p.done, &p.ok, &p.skipped, &p.failed].map(|c| c.load(Ordering::Relaxed));
-                if last != Some(counts) {
-                    last = Some(counts);
-                    let [total, ok, skipped, failed] = counts;
-                    act.repo.do_send(UpdateProgress { id, total, ok, skipped, failed });
+                let counts = [&p.done, &p.total, &p.ok, &p.skipped, &p.failed].map(|c| c.load(Ordering::Relaxed));
+                if last == Some(counts) {
+                    return;
                 }
+                last = Some(counts);
+                let [done, total, ok, skipped, failed] = counts;
+                if items {
+                    act.repo.do_send(UpdateProgress { id, total: done, ok, skipped, failed });
+                }
+                let total = (total != u64::MAX).then_some(total);
+                let job = act.job.name.clone();
+                let _ = act.events.send(Event::ExecutionProgress { id, job, done, total, ok, skipped, failed });
             })
-        });
+        };
         let code = self.code.clone();
         let repo = self.repo.clone();
         let at = req.at;
@@ -287,9 +294,7 @@ impl JobSupervisor {
         };
         ctx.spawn(run.into_actor(self).map(move |(report, saved), act, ctx| {
             act.active.remove(&id);
-            if let Some(timer) = progress_timer {
-                ctx.cancel_future(timer);
-            }
+            ctx.cancel_future(progress_timer);
             match saved {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(job = %act.job.name, execution = %id,
@@ -308,6 +313,13 @@ impl JobSupervisor {
             scheduled_for: req.scheduled_for,
             status: report.status,
             guest_started_at: report.guest_started_at,
+            finished_at: self.clock.now(),
+            items: ItemCounts {
+                total: report.items_total,
+                ok: report.items_ok,
+                skipped: report.items_skipped,
+                failed: report.items_failed,
+            },
         });
         let level_ok = matches!(report.status, ExecutionStatus::Succeeded | ExecutionStatus::Skipped);
         if level_ok {
@@ -565,22 +577,69 @@ impl Handler<CancelRun> for JobSupervisor {
     }
 }
 
-/// Sent by interfaces: the running executions and their progress `(id, done, total)`.
+/// What interfaces show about a job that only its supervisor knows.
+#[derive(Debug, Clone)]
+pub struct JobSnapshot {
+    /// The job as the supervisor last stored it.
+    pub job: JobRecord,
+    /// Its effective configuration (grants, limits, policies; `schedule` and
+    /// `timezone` are the configured ones, before any operator override).
+    pub config: JobConfig,
+    /// What the job says about itself (requested capabilities).
+    pub info: crate::model::JobInfo,
+    /// Running executions: `(id, progress)`.
+    pub running: Vec<(ExecutionId, LiveProgress)>,
+}
+
+/// A running execution's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveProgress {
+    /// Units (items) done.
+    pub done: u64,
+    /// Units in total, when known.
+    pub total: Option<u64>,
+}
+
+/// Sent by interfaces: the job's snapshot.
 #[derive(Debug, Message)]
-#[rtype(result = "Vec<(ExecutionId, u64, Option<u64>)>")]
-pub struct ListRunning;
+#[rtype(result = "JobSnapshot")]
+pub struct Snapshot;
 
-impl Handler<ListRunning> for JobSupervisor {
-    type Result = Vec<(ExecutionId, u64, Option<u64>)>;
+impl Handler<Snapshot> for JobSupervisor {
+    type Result = MessageResult<Snapshot>;
 
-    fn handle(&mut self, _: ListRunning, _: &mut Context<Self>) -> Self::Result {
-        self.active
+    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
+        let running = self
+            .active
             .iter()
             .map(|(id, (_, p))| {
                 let (done, total) = p.snapshot();
-                (*id, done, total)
+                (*id, LiveProgress { done, total })
             })
-            .collect()
+            .collect();
+        MessageResult(JobSnapshot {
+            job: self.job.clone(),
+            config: self.config.clone(),
+            info: self.code.info(),
+            running,
+        })
+    }
+}
+
+/// Sent when an operator changed the stored job (its schedule): the
+/// supervisor's copy follows.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct UpdateJob {
+    /// The stored job.
+    pub job: JobRecord,
+}
+
+impl Handler<UpdateJob> for JobSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpdateJob, _: &mut Context<Self>) {
+        self.job = msg.job;
     }
 }
 

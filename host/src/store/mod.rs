@@ -18,7 +18,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::model::{
-    ErrorClass, ExecutionId, ExecutionRecord, ExecutionStatus, JobId, JobKind, JobRecord, RunArgs, RunReport, Trigger,
+    ErrorClass, ExecutionId, ExecutionRecord, ExecutionStatus, JobId, JobKind, JobRecord, RunArgs, RunReport,
+    ScheduleSource, Trigger, VersionRecord,
 };
 
 /// Errors of the runtime's store.
@@ -286,11 +287,13 @@ impl Store {
                     ELSE COALESCE(jobs.component_version, 0) + 1 END,
                 component_digest = excluded.component_digest,
                 -- A changed schedule or zone starts a new series from now on.
+                -- An operator's override (schedule_source 'api') stays.
                 last_scheduled_for = CASE
-                    WHEN jobs.schedule = excluded.schedule AND jobs.timezone = excluded.timezone
+                    WHEN jobs.schedule_source = 'api'
+                      OR (jobs.schedule = excluded.schedule AND jobs.timezone = excluded.timezone)
                     THEN jobs.last_scheduled_for ELSE NULL END,
-                schedule = excluded.schedule,
-                timezone = excluded.timezone,
+                schedule = CASE WHEN jobs.schedule_source = 'api' THEN jobs.schedule ELSE excluded.schedule END,
+                timezone = CASE WHEN jobs.schedule_source = 'api' THEN jobs.timezone ELSE excluded.timezone END,
                 load_error = NULL,
                 updated_at = excluded.updated_at",
         )
@@ -305,7 +308,107 @@ impl Store {
         .execute(&self.writer)
         .await
         .map_err(q("registering a job"))?;
+        sqlx::query(
+            "INSERT INTO job_versions (job_id, version, digest, first_seen)
+             SELECT id, component_version, component_digest, $2 FROM jobs WHERE name = $1
+             ON CONFLICT (job_id, version) DO NOTHING",
+        )
+        .bind(&def.name)
+        .bind(&now)
+        .execute(&self.writer)
+        .await
+        .map_err(q("recording a job version"))?;
         self.get_job(&def.name).await?.ok_or_else(|| StoreError::UnknownJob(def.name.clone()))
+    }
+
+    /// Sets a job's effective schedule and where it comes from. A changed
+    /// schedule or zone starts a new series from now on.
+    pub async fn set_schedule(
+        &self,
+        name: &str,
+        schedule: &str,
+        timezone: &str,
+        source: ScheduleSource,
+    ) -> Result<JobRecord, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET
+                last_scheduled_for = CASE WHEN schedule = $2 AND timezone = $3
+                                     THEN last_scheduled_for ELSE NULL END,
+                schedule = $2, timezone = $3, schedule_source = $4, updated_at = $5
+             WHERE name = $1",
+        )
+        .bind(name)
+        .bind(schedule)
+        .bind(timezone)
+        .bind(source.as_str())
+        .bind(ts(Utc::now()))
+        .execute(&self.writer)
+        .await
+        .map_err(q("changing a schedule"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UnknownJob(name.to_string()));
+        }
+        self.get_job(name).await?.ok_or_else(|| StoreError::UnknownJob(name.to_string()))
+    }
+
+    /// A job's component versions, newest first (at most `limit`), with how
+    /// many executions each ran.
+    pub async fn job_versions(&self, job: JobId, limit: u32) -> Result<Vec<VersionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT v.version, v.digest, v.first_seen,
+                    (SELECT COUNT(*) FROM job_executions e
+                     WHERE e.job_id = v.job_id AND e.component_version = v.version) AS executions
+             FROM job_versions v WHERE v.job_id = $1 ORDER BY v.version DESC LIMIT $2",
+        )
+        .bind(job.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(q("listing job versions"))?;
+        rows.iter()
+            .map(|r| {
+                let first_seen: String = r.try_get("first_seen").map_err(q("reading a job version"))?;
+                Ok(VersionRecord {
+                    version: r.try_get("version").map_err(q("reading a job version"))?,
+                    digest: r.try_get("digest").map_err(q("reading a job version"))?,
+                    first_seen: parse_ts("first_seen", &first_seen)?,
+                    executions: r.try_get("executions").map_err(q("reading a job version"))?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest execution of every job: `(job name, id, status)`.
+    pub async fn last_executions(&self) -> Result<Vec<(String, ExecutionId, ExecutionStatus)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT j.name, e.id, e.status FROM jobs j
+             JOIN job_executions e ON e.id = (SELECT MAX(id) FROM job_executions WHERE job_id = j.id)",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(q("reading the last executions"))?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get(2).map_err(q("reading the last executions"))?;
+                Ok((
+                    r.try_get(0).map_err(q("reading the last executions"))?,
+                    ExecutionId(r.try_get(1).map_err(q("reading the last executions"))?),
+                    parse_enum("status", &status)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Executions queued or running (on any host), oldest first.
+    pub async fn active_executions(&self) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.*, j.name AS job_name FROM job_executions e JOIN jobs j ON j.id = e.job_id
+             WHERE e.status IN ('queued', 'running') ORDER BY e.id LIMIT 1000",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(q("listing running executions"))?;
+        rows.iter().map(execution_from_row).collect()
     }
 
     /// Records why the latest file of a job was rejected (or clears it).
@@ -661,6 +764,7 @@ fn job_from_row(r: &SqliteRow) -> Result<JobRecord, StoreError> {
         component_version: r.try_get("component_version").map_err(q("reading a job"))?,
         load_error: r.try_get("load_error").map_err(q("reading a job"))?,
         missed_fires: r.try_get("missed_fires").map_err(q("reading a job"))?,
+        schedule_source: parse_enum("schedule_source", &g("schedule_source")?)?,
     })
 }
 

@@ -113,7 +113,7 @@ fn serve_fires_on_schedule_and_history_shows_both_triggers() {
     let env = cli_env("schedule = \"* * * * * *\"");
     assert!(sundial(&env, &["demo", "--users", "20"]).status.success());
     let mut serve = Command::new(env!("CARGO_BIN_EXE_sundial"))
-        .arg("serve")
+        .args(["serve", "--no-http"])
         .current_dir(env.path())
         .env("RUST_LOG", "warn")
         .spawn()

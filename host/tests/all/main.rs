@@ -3,6 +3,8 @@
 //!
 //! Modules:
 //! - `helpers`: building components once, temporary environments, polling.
+//! - `api`: the HTTP API over a real socket: endpoints, errors, security.
+//! - `ui`: the operator UI in headless chromium (through chromedriver).
 //! - `runs`: run-now of the example and fixture jobs; every failure class.
 //! - `scheduling`: fires from a manual clock, exactly once per instant,
 //!   restarts, crash recovery, overlap, retries.
@@ -18,6 +20,7 @@
 
 mod helpers;
 
+mod api;
 mod backup;
 mod cli;
 mod items;
@@ -29,3 +32,4 @@ mod jobs_weekly;
 mod resume;
 mod runs;
 mod scheduling;
+mod ui;

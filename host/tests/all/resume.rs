@@ -19,7 +19,7 @@ impl Drop for Serve {
 
 fn serve(env: &Env) -> Serve {
     let child = Command::new(env!("CARGO_BIN_EXE_sundial"))
-        .arg("serve")
+        .args(["serve", "--no-http"])
         .current_dir(env.path())
         .env_remove("SUNDIAL_DATABASE_URL")
         .env_remove("SUNDIAL_JOBS_DIR")

@@ -1,9 +1,10 @@
 //! Test fixture: an item job over the `users` table, pages of ten, that waits
 //! `delay_ms` (argument, default 0) before recording each user in `visits`
 //! (created by the test) with the execution that did it. Used to stop a run
-//! part-way (deadline, `kill -9`) and check what the next attempt does.
+//! part-way (deadline, `kill -9`) and check what the next attempt does, and
+//! to watch progress: the first page reports the number of users as the total.
 
-use sundial_guest::{Context, Item, ItemJob, JobError, JobInfo, Outcome, Page, db};
+use sundial_guest::{Context, Item, ItemJob, JobError, JobInfo, Outcome, Page, db, progress};
 
 struct SlowItems;
 
@@ -16,6 +17,11 @@ impl ItemJob for SlowItems {
 
     fn items(_ctx: &Context, cursor: Option<&str>) -> Result<Page, JobError> {
         let after: i64 = cursor.map(|c| c.parse().unwrap_or(0)).unwrap_or(0);
+        if cursor.is_none() {
+            let total = db::query_opt("SELECT COUNT(*) FROM users", &[])?;
+            let total = total.and_then(|r| r.get(0).as_i64()).unwrap_or(0);
+            progress::report(0, Some(u64::try_from(total).unwrap_or(0)));
+        }
         let rows = db::query(
             "SELECT id FROM users WHERE id > $1 ORDER BY id LIMIT $2",
             &[after.into(), (PAGE as i64).into()],
