@@ -63,6 +63,12 @@ enum Command {
         #[command(subcommand)]
         command: ScheduleCmd,
     },
+    /// Validate a component and install it into the jobs directory (atomically);
+    /// a running `serve` picks it up for the job's next execution.
+    Deploy {
+        /// The component (`.wasm`).
+        file: PathBuf,
+    },
     /// Create (or refresh) a demo application database for the example jobs.
     Demo {
         /// Number of synthetic users.
@@ -169,6 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Jobs => jobs(options).await,
             Command::History { job, limit } => history(options, &job, limit).await,
             Command::Demo { users } => demo(options, users).await,
+            Command::Deploy { file } => deploy(options, &file).await,
             Command::Migrate => {
                 let url = options.database_url();
                 Store::open(&url).await?.close().await;
@@ -237,6 +244,37 @@ async fn serve(options: HostOptions, cmd: ServeCmd) -> anyhow::Result<ExitCode> 
     }
     host.stop().await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn deploy(mut options: HostOptions, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    check_jobs_dir(&options)?;
+    let meta = std::fs::metadata(file).map_err(|e| Invalid(format!("cannot read {}: {e}", file.display())))?;
+    if meta.len() > crate::runtime::MAX_COMPONENT_BYTES as u64 {
+        let max = crate::runtime::MAX_COMPONENT_BYTES;
+        return Err(Invalid(format!(
+            "{} is {} bytes, larger than the limit of {max} bytes",
+            file.display(),
+            meta.len()
+        ))
+        .into());
+    }
+    let bytes = std::fs::read(file).map_err(|e| Invalid(format!("cannot read {}: {e}", file.display())))?;
+    options.schedule = false;
+    let host = Host::start(options).await.context("cannot start the host")?;
+    let result = host.deploy(bytes).await;
+    host.stop().await;
+    match result {
+        Ok(job) => {
+            let version = job.component_version.map_or("-".into(), |v| format!("v{v}"));
+            let digest = job.component_digest.unwrap_or_default();
+            println!("deployed {} {version} ({digest})", job.name);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (crate::host::HostError::InvalidComponent(_) | crate::host::HostError::Deploy(_))) => {
+            Err(Invalid(format!("{} was not deployed: {e}", file.display())).into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn run_job(mut options: HostOptions, cmd: RunCmd) -> anyhow::Result<ExitCode> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::actors::loader::{
-    AllSupervisors, DeployComponent, DeployError, GetSupervisor, LoadAll, LoadSummary, LoaderError, LoaderSetup,
+    AllSupervisors, DeployComponent, DeployError, GetSupervisor, LoadAll, LoadSummary, LoaderError, LoaderSetup, Watch,
 };
 use crate::actors::repository::{GetGlobalEnabled, MarkCrashed};
 use crate::actors::scheduler::{RegisterJob, Shutdown, SwitchJob, SwitchScheduler};
@@ -216,6 +216,11 @@ impl Host {
         })
         .start();
         let loaded = loader.send(LoadAll).await??;
+        if options.schedule
+            && let Err(e) = loader.send(Watch).await?
+        {
+            tracing::error!(error = %e, "new and changed components will only be loaded at the next start");
+        }
         for e in crashed {
             if let Some(s) = loader.send(GetSupervisor { name: e.job_name.clone() }).await? {
                 s.do_send(RetryCrashed {

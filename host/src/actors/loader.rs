@@ -4,10 +4,19 @@
 //! running and the failure logged and recorded. Validated components are
 //! registered with the repository, handed to their supervisor (created on
 //! first sight) and scheduled.
+//!
+//! While the host schedules, the loader also watches the directory
+//! ([`Watch`]): bursts of events for a file are debounced, then the file is
+//! loaded as at start, so a new or changed `.wasm` goes live without a
+//! restart. Policies: a file whose bytes did not change is left alone; a
+//! symlink is refused (nothing outside the directory is loaded); a removed
+//! file leaves the job running its last loaded version, marked with a load
+//! error saying so, until a file for it appears again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -34,8 +43,27 @@ pub struct Loader {
     node: String,
     events: Events,
     native: Vec<Arc<dyn NativeJob>>,
-    supervisors: HashMap<String, (Addr<JobSupervisor>, PathBuf)>,
+    supervisors: HashMap<String, Loaded>,
+    watcher: Option<notify::RecommendedWatcher>,
+    /// Files with events not yet handled, and when the last one came.
+    pending: HashMap<PathBuf, Instant>,
+    /// Files being loaded now (one load per file at a time, so an older
+    /// read never lands after a newer one).
+    loading: std::collections::HashSet<PathBuf>,
 }
+
+/// A loaded job: its supervisor, its file and the digest of its code.
+struct Loaded {
+    supervisor: Addr<JobSupervisor>,
+    path: PathBuf,
+    digest: String,
+    /// Whether a load error is recorded on the job (its file was rejected or removed).
+    failed: bool,
+}
+
+/// How long a file must be quiet before it is loaded (writers write in
+/// pieces; editors and copies touch a file several times).
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// What the loader needs.
 pub struct LoaderSetup {
@@ -65,7 +93,8 @@ impl Loader {
     /// A loader for `setup.dir`.
     pub fn new(s: LoaderSetup) -> Self {
         Loader {
-            dir: s.dir,
+            // Absolute, so the watcher's paths and the loaded files' paths compare equal.
+            dir: s.dir.canonicalize().unwrap_or(s.dir),
             config: s.config,
             runtime: s.runtime,
             repo: s.repo,
@@ -76,21 +105,30 @@ impl Loader {
             events: s.events,
             native: s.native,
             supervisors: HashMap::new(),
+            watcher: None,
+            pending: HashMap::new(),
+            loading: Default::default(),
         }
     }
 
     fn install(&mut self, path: PathBuf, code: JobCode, config: JobConfig, job: JobRecord) -> Result<String, String> {
         let name = job.name.clone();
-        if let Some((_, owner)) = self.supervisors.get(&name)
-            && owner != &path
+        if let Some(l) = self.supervisors.get(&name)
+            && l.path != path
+            && l.path.exists()
         {
-            return Err(format!("job {name:?} is already provided by {}", owner.display()));
+            return Err(format!("job {name:?} is already provided by {}", l.path.display()));
         }
         let version_no = job.component_version.unwrap_or(1);
-        let supervisor = match self.supervisors.get(&name) {
-            Some((addr, _)) => {
-                addr.do_send(Deploy { code, version_no, config: config.clone(), job: job.clone() });
-                addr.clone()
+        let digest = code.digest();
+        let supervisor = match self.supervisors.get_mut(&name) {
+            Some(l) => {
+                l.supervisor.do_send(Deploy { code, version_no, config: config.clone(), job: job.clone() });
+                // A job whose file was renamed now lives in the new one.
+                l.path = path;
+                l.digest = digest;
+                l.failed = false;
+                l.supervisor.clone()
             }
             None => {
                 let addr = JobSupervisor::new(SupervisorSetup {
@@ -105,7 +143,7 @@ impl Loader {
                     events: self.events.clone(),
                 })
                 .start();
-                self.supervisors.insert(name.clone(), (addr.clone(), path));
+                self.supervisors.insert(name.clone(), Loaded { supervisor: addr.clone(), path, digest, failed: false });
                 addr
             }
         };
@@ -119,18 +157,126 @@ impl Loader {
     /// Where a job's component lives: the file it was loaded from, or
     /// `<name>.wasm` for a new job. Refuses native jobs and another job's file.
     fn file_for(&self, name: &str) -> Result<PathBuf, DeployError> {
-        if let Some((_, owner)) = self.supervisors.get(name) {
+        if let Some(l) = self.supervisors.get(name) {
             if self.native.iter().any(|n| n.info().name == name) {
                 return Err(DeployError::Native(name.to_string()));
             }
-            return Ok(owner.clone());
+            return Ok(l.path.clone());
         }
         let path = self.dir.join(format!("{name}.wasm"));
-        if let Some((other, _)) = self.supervisors.iter().find(|(_, (_, owner))| owner == &path) {
-            return Err(DeployError::FileTaken { path, job: other.clone() });
+        if let Some(other) = self.job_at(&path) {
+            return Err(DeployError::FileTaken { path, job: other });
         }
         Ok(path)
     }
+
+    /// The job loaded from `path`, if any.
+    fn job_at(&self, path: &Path) -> Option<String> {
+        self.supervisors.iter().find(|(_, l)| l.path == path).map(|(n, _)| n.clone())
+    }
+
+    /// Records (and logs) why a file was not loaded, on its job if known.
+    fn reject(&mut self, path: &Path, job: Option<String>, message: &str) {
+        tracing::error!(file = %path.display(), error = %message, "job component rejected");
+        if let Some(name) = job.or_else(|| self.job_at(path)) {
+            if let Some(l) = self.supervisors.get_mut(&name) {
+                l.failed = true;
+            }
+            self.repo.do_send(SetLoadError { name: name.clone(), error: Some(message.to_string()) });
+            let _ = self.events.send(Event::JobChanged { job: name });
+        }
+    }
+
+    /// Handles a file after its events have settled: load it, or apply the
+    /// removal policy.
+    fn settle(&mut self, path: PathBuf, ctx: &mut Context<Self>) {
+        if self.loading.contains(&path) {
+            // Try again once the load in flight has landed.
+            self.pending.insert(path.clone(), Instant::now());
+            return self.settle_later(path, DEBOUNCE, ctx);
+        }
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.removed(&path),
+            Err(e) => return self.reject(&path, None, &format!("cannot read: {e}")),
+        };
+        if meta.file_type().is_symlink() || !meta.is_file() {
+            let message =
+                "not a regular file (symlinks are not followed, so nothing outside the jobs directory is loaded)";
+            return self.reject(&path, None, message);
+        }
+        let runtime = self.runtime.clone();
+        let repo = self.repo.clone();
+        let config = self.config.clone();
+        let unchanged = self.job_at(&path).and_then(|n| self.supervisors.get(&n)).map(|l| l.digest.clone());
+        let file = path.clone();
+        let work = async move {
+            let bytes = read_component(&file)?;
+            if unchanged.as_deref() == Some(crate::runtime::digest(&bytes).as_str()) {
+                return Ok(None);
+            }
+            let version = runtime.load(bytes).await.map_err(|e| (None, e.to_string()))?;
+            register(&repo, &config, JobCode::Component(version)).await.map(Some)
+        };
+        self.loading.insert(path.clone());
+        ctx.spawn(work.into_actor(self).map(move |res, act, _| {
+            act.loading.remove(&path);
+            let outcome = match res {
+                Ok(None) => return act.restored(&path),
+                Ok(Some((code, config, job))) => act.install(path.clone(), code, config, job).map_err(|e| (None, e)),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(name) => tracing::info!(job = %name, file = %path.display(), "job reloaded"),
+                Err((name, message)) => act.reject(&path, name, &message),
+            }
+        }));
+    }
+
+    /// The running version's own bytes are back: clear the job's load error.
+    fn restored(&mut self, path: &Path) {
+        let Some(name) = self.job_at(path) else { return };
+        if let Some(l) = self.supervisors.get_mut(&name)
+            && l.failed
+        {
+            l.failed = false;
+            tracing::info!(job = %name, file = %path.display(), "the running version's file is back");
+            self.repo.do_send(SetLoadError { name: name.clone(), error: None });
+            let _ = self.events.send(Event::JobChanged { job: name });
+        }
+    }
+
+    /// A job's file is gone: the job keeps its last loaded version, marked.
+    fn removed(&mut self, path: &Path) {
+        let Some(name) = self.job_at(path) else { return };
+        let Some(l) = self.supervisors.get_mut(&name) else { return };
+        l.failed = true;
+        let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let message = format!(
+            "its file {file} was removed; the last loaded version ({}) keeps running until a file for the job appears again",
+            short(&l.digest)
+        );
+        tracing::warn!(job = %name, file = %path.display(), "{message}");
+        self.repo.do_send(SetLoadError { name: name.clone(), error: Some(message) });
+        let _ = self.events.send(Event::JobChanged { job: name });
+    }
+}
+
+/// The first 12 characters of a digest.
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
+
+/// Reads a component file, refusing one over the size limit before reading it.
+fn read_component(path: &Path) -> Result<Vec<u8>, (Option<String>, String)> {
+    let meta = std::fs::metadata(path).map_err(|e| (None, format!("cannot read: {e}")))?;
+    if meta.len() > MAX_COMPONENT_BYTES as u64 {
+        return Err((
+            None,
+            format!("file is {} bytes, larger than the limit of {MAX_COMPONENT_BYTES} bytes", meta.len()),
+        ));
+    }
+    std::fs::read(path).map_err(|e| (None, format!("cannot read: {e}")))
 }
 
 /// Why a deployed component was not put in place (it is valid).
@@ -207,7 +353,7 @@ pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoaderError> {
     Ok(files)
 }
 
-type Loaded = Result<(JobCode, JobConfig, JobRecord), (Option<String>, String)>;
+type LoadResult = Result<(JobCode, JobConfig, JobRecord), (Option<String>, String)>;
 
 /// Where a native job is "from" (instead of a file).
 fn native_origin(name: &str) -> PathBuf {
@@ -227,7 +373,7 @@ impl Handler<LoadAll> for Loader {
         let config = self.config.clone();
         let native = self.native.clone();
         let work = async move {
-            let mut results: Vec<(PathBuf, Loaded)> = Vec::new();
+            let mut results: Vec<(PathBuf, LoadResult)> = Vec::new();
             for job in native {
                 let name = job.info().name;
                 let r = register(&repo, &config, JobCode::Native(job)).await;
@@ -268,21 +414,14 @@ impl Handler<LoadAll> for Loader {
     }
 }
 
-async fn load_one(runtime: &Runtime, repo: &Addr<Repository>, config: &Config, path: &Path) -> Loaded {
-    let meta = std::fs::metadata(path).map_err(|e| (None, format!("cannot read: {e}")))?;
-    if meta.len() > MAX_COMPONENT_BYTES as u64 {
-        return Err((
-            None,
-            format!("file is {} bytes, larger than the limit of {MAX_COMPONENT_BYTES} bytes", meta.len()),
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| (None, format!("cannot read: {e}")))?;
+async fn load_one(runtime: &Runtime, repo: &Addr<Repository>, config: &Config, path: &Path) -> LoadResult {
+    let bytes = read_component(path)?;
     let version: Arc<ComponentVersion> = runtime.load(bytes).await.map_err(|e| (None, e.to_string()))?;
     register(repo, config, JobCode::Component(version)).await
 }
 
 /// Records a validated job with the repository.
-async fn register(repo: &Addr<Repository>, config: &Config, code: JobCode) -> Loaded {
+async fn register(repo: &Addr<Repository>, config: &Config, code: JobCode) -> LoadResult {
     let info = code.info();
     let name = info.name.clone();
     let job_config = config.job(&info).map_err(|e| (Some(name.clone()), e.to_string()))?;
@@ -315,7 +454,7 @@ impl Handler<GetSupervisor> for Loader {
     type Result = Option<Addr<JobSupervisor>>;
 
     fn handle(&mut self, msg: GetSupervisor, _: &mut Context<Self>) -> Self::Result {
-        self.supervisors.get(&msg.name).map(|(a, _)| a.clone())
+        self.supervisors.get(&msg.name).map(|l| l.supervisor.clone())
     }
 }
 
@@ -389,6 +528,75 @@ impl Handler<AllSupervisors> for Loader {
     type Result = MessageResult<AllSupervisors>;
 
     fn handle(&mut self, _: AllSupervisors, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.supervisors.iter().map(|(n, (a, _))| (n.clone(), a.clone())).collect())
+        MessageResult(self.supervisors.iter().map(|(n, l)| (n.clone(), l.supervisor.clone())).collect())
+    }
+}
+
+/// Sent once the jobs directory is loaded, by a host that schedules: watch
+/// the directory and load what changes in it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), LoaderError>")]
+pub struct Watch;
+
+impl Handler<Watch> for Loader {
+    type Result = Result<(), LoaderError>;
+
+    fn handle(&mut self, _: Watch, ctx: &mut Context<Self>) -> Self::Result {
+        use notify::Watcher as _;
+        let addr = ctx.address();
+        let handler = move |event: notify::Result<notify::Event>| match event {
+            Ok(e) => {
+                for path in e.paths {
+                    addr.do_send(FileEvent { path });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "watching the jobs directory"),
+        };
+        let err = |e: notify::Error| LoaderError::Dir { dir: self.dir.clone(), message: format!("cannot watch: {e}") };
+        let mut watcher = notify::recommended_watcher(handler).map_err(err)?;
+        watcher.watch(&self.dir, notify::RecursiveMode::NonRecursive).map_err(err)?;
+        self.watcher = Some(watcher);
+        tracing::info!(dir = %self.dir.display(), "watching the jobs directory");
+        Ok(())
+    }
+}
+
+/// Sent by the watcher: something happened to a file in the jobs directory.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct FileEvent {
+    path: PathBuf,
+}
+
+impl Handler<FileEvent> for Loader {
+    type Result = ();
+
+    fn handle(&mut self, msg: FileEvent, ctx: &mut Context<Self>) {
+        let path = msg.path;
+        let hidden = path.file_name().is_none_or(|n| n.to_string_lossy().starts_with('.'));
+        if hidden || path.extension().is_none_or(|e| e != "wasm") || path.parent() != Some(self.dir.as_path()) {
+            return;
+        }
+        let first = !self.pending.contains_key(&path);
+        self.pending.insert(path.clone(), Instant::now());
+        if first {
+            self.settle_later(path, DEBOUNCE, ctx);
+        }
+    }
+}
+
+impl Loader {
+    /// Settles `path` once no event has come for it for [`DEBOUNCE`].
+    fn settle_later(&mut self, path: PathBuf, wait: Duration, ctx: &mut Context<Self>) {
+        ctx.run_later(wait, move |act, ctx| {
+            let Some(last) = act.pending.get(&path).copied() else { return };
+            let quiet = last.elapsed();
+            if quiet < DEBOUNCE {
+                act.settle_later(path, DEBOUNCE - quiet, ctx);
+            } else {
+                act.pending.remove(&path);
+                act.settle(path, ctx);
+            }
+        });
     }
 }

@@ -31,7 +31,7 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-pub use component::{ComponentVersion, LoadError, MAX_COMPONENT_BYTES};
+pub use component::{ComponentVersion, LoadError, MAX_COMPONENT_BYTES, digest};
 pub use exec::{Invocation, Limits};
 pub use host::{CancelToken, Progress};
 pub use http::{DEFAULT_HTTP_TIMEOUT, MAX_HTTP_RESPONSE_BYTES, STOP_CHECK};

@@ -145,3 +145,26 @@ fn unsafe_kill(pid: u32) {
     let status = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn deploy_validates_and_installs_into_the_jobs_directory() {
+    let env = cli_env("");
+    let out = sundial(&env, &["deploy", wasm("slow-items").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let line = stdout(&out);
+    assert!(line.starts_with("deployed slow-items v1 ("), "{line}");
+    assert!(line.contains(&digest(&wasm("slow-items"))), "{line}");
+    let installed = env.path().join("jobs/slow-items.wasm");
+    assert_eq!(std::fs::read(installed).unwrap(), std::fs::read(wasm("slow-items")).unwrap());
+    let jobs = sundial(&env, &["jobs"]);
+    assert!(stdout(&jobs).contains("slow-items"), "{}", stdout(&jobs));
+
+    std::fs::write(env.path().join("bad.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let out = sundial(&env, &["deploy", "bad.wasm"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("bad.wasm was not deployed: not a WebAssembly component"), "{}", stderr(&out));
+    assert!(!env.path().join("jobs/bad.wasm").exists());
+    let out = sundial(&env, &["deploy", "missing.wasm"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot read missing.wasm"), "{}", stderr(&out));
+}

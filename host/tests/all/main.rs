@@ -4,6 +4,7 @@
 //! Modules:
 //! - `helpers`: building components once, temporary environments, polling.
 //! - `api`: the HTTP API over a real socket: endpoints, errors, security.
+//! - `reload`: hot reload from the watched jobs directory.
 //! - `ui`: the operator UI in headless chromium (through chromedriver).
 //! - `runs`: run-now of the example and fixture jobs; every failure class.
 //! - `scheduling`: fires from a manual clock, exactly once per instant,
@@ -29,6 +30,7 @@ mod jobs_metrics;
 mod jobs_recommendation;
 mod jobs_snapshot;
 mod jobs_weekly;
+mod reload;
 mod resume;
 mod runs;
 mod scheduling;

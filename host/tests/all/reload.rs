@@ -1,0 +1,195 @@
+//! Hot reload: the running host watches its jobs directory. New and changed
+//! components go live without a restart; a bad file never takes a working job
+//! down; an execution in flight finishes on the version it started with.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sundial::actors::loader::GetSupervisor;
+use sundial::host::Host;
+use sundial::model::{ExecutionStatus, JobRecord, RunArgs};
+
+use crate::helpers::*;
+
+/// `bytes` with a custom section appended: the same job, another digest.
+fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { b } else { b | 0x80 });
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    let mut payload = Vec::new();
+    leb(tag.len(), &mut payload);
+    payload.extend_from_slice(tag.as_bytes());
+    payload.extend_from_slice(b"sundial test variant");
+    let mut out = bytes.to_vec();
+    out.push(0);
+    leb(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Writes through a temporary name and a rename, as deploy tools do.
+fn install(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+async fn job(host: &Host, name: &str) -> Option<JobRecord> {
+    host.store.get_job(name).await.unwrap()
+}
+
+/// Waits until the stored job satisfies `f`.
+async fn job_until(host: &Host, name: &str, what: &str, f: impl Fn(&JobRecord) -> bool) -> JobRecord {
+    eventually(what, || async { job(host, name).await.filter(|j| f(j)) }).await
+}
+
+#[actix_rt::test]
+async fn bad_files_leave_the_running_version_and_say_why() {
+    let env = Env::new(&["cleanup"]).config("[jobs.cleanup]\ndatabase = \"read-write\"");
+    env.app();
+    let host = env.host(true).await;
+    let v1 = job(&host, "cleanup").await.unwrap();
+    let good = std::fs::read(wasm("cleanup")).unwrap();
+    let file = env.jobs_dir().join("cleanup.wasm");
+
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("garbage", b"this is not wasm at all".to_vec(), "no WebAssembly header"),
+        ("empty", Vec::new(), "the file is empty"),
+        ("truncated", good[..good.len() / 2].to_vec(), "component does not compile"),
+        ("core module", b"\0asm\x01\0\0\0".to_vec(), "this is a core WebAssembly module"),
+    ];
+    for (what, bytes, message) in cases {
+        std::fs::write(&file, &bytes).unwrap();
+        let j =
+            job_until(&host, "cleanup", what, |j| j.load_error.as_deref().is_some_and(|e| e.contains(message))).await;
+        assert_eq!(j.component_digest, v1.component_digest, "{what}: still v1");
+        assert_eq!(j.component_version, Some(1));
+        let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Succeeded, "{what}: v1 keeps working");
+    }
+    let runs = host.store.list_executions("cleanup", 10, None).await.unwrap();
+    assert!(runs.iter().all(|e| e.component_digest == v1.component_digest));
+
+    // The good file again: the error clears, same version (same bytes).
+    install(&env.jobs_dir(), "cleanup.wasm", &good);
+    let j = job_until(&host, "cleanup", "the error to clear", |j| j.load_error.is_none()).await;
+    assert_eq!(j.component_version, Some(1));
+
+    // An oversized file is refused before it is read.
+    let big = std::fs::File::create(&file).unwrap();
+    big.set_len(65 * 1024 * 1024).unwrap();
+    drop(big);
+    job_until(&host, "cleanup", "the size error", |j| {
+        j.load_error.as_deref().is_some_and(|e| e.contains("larger than the limit"))
+    })
+    .await;
+    host.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_changed_file_goes_live_and_a_new_file_is_scheduled() {
+    let env = Env::new(&["cleanup"]).config("[jobs.cleanup]\ndatabase = \"read-write\"");
+    env.app();
+    let host = env.host(true).await;
+    let v2 = variant(&std::fs::read(wasm("cleanup")).unwrap(), "v2");
+    install(&env.jobs_dir(), "cleanup.wasm", &v2);
+    let j = job_until(&host, "cleanup", "v2", |j| j.component_version == Some(2)).await;
+    assert_eq!(j.component_digest.as_deref(), Some(sundial::runtime::digest(&v2).as_str()));
+    let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Succeeded);
+    let e = &host.store.list_executions("cleanup", 1, None).await.unwrap()[0];
+    assert_eq!((e.component_version, e.component_digest.as_deref()), (Some(2), j.component_digest.as_deref()));
+
+    // A job that was not there: registered, scheduled, runnable.
+    std::fs::copy(wasm("faulty"), env.jobs_dir().join("faulty.wasm")).unwrap();
+    let f = job_until(&host, "faulty", "the new job", |j| j.next_run_at.is_some()).await;
+    assert_eq!(f.component_version, Some(1));
+    assert!(host.loader.send(GetSupervisor { name: "faulty".into() }).await.unwrap().is_some());
+    let report = host.run_now("faulty", RunArgs::default()).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Succeeded);
+
+    // Written slowly in pieces: whatever the host sees meanwhile, the end
+    // state is the complete file.
+    let v3 = variant(&v2, "v3");
+    let file = env.jobs_dir().join("cleanup.wasm");
+    std::fs::write(&file, &v3[..v3.len() / 3]).unwrap();
+    for piece in [&v3[v3.len() / 3..2 * v3.len() / 3], &v3[2 * v3.len() / 3..]] {
+        actix_rt::time::sleep(Duration::from_millis(120)).await;
+        use std::io::Write as _;
+        std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(piece).unwrap();
+    }
+    let j = job_until(&host, "cleanup", "v3", |j| {
+        j.component_digest.as_deref() == Some(sundial::runtime::digest(&v3).as_str()) && j.load_error.is_none()
+    })
+    .await;
+    assert_eq!(j.component_version, Some(3));
+    host.stop().await;
+}
+
+#[actix_rt::test]
+async fn removed_files_and_symlinks_never_take_a_job_down() {
+    let env = Env::new(&["cleanup"]).config("[jobs.cleanup]\ndatabase = \"read-write\"");
+    env.app();
+    let outside = env.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::copy(wasm("faulty"), outside.join("faulty.wasm")).unwrap();
+    let host = env.host(true).await;
+
+    std::fs::remove_file(env.jobs_dir().join("cleanup.wasm")).unwrap();
+    let j = job_until(&host, "cleanup", "the removal to be noted", |j| j.load_error.is_some()).await;
+    assert!(j.load_error.unwrap().contains("was removed; the last loaded version"));
+    let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Succeeded, "the last loaded version keeps running");
+
+    // A symlink to a component outside the directory is not followed.
+    std::os::unix::fs::symlink(outside.join("faulty.wasm"), env.jobs_dir().join("faulty.wasm")).unwrap();
+    actix_rt::time::sleep(Duration::from_millis(800)).await;
+    assert!(job(&host, "faulty").await.is_none(), "nothing outside the jobs directory is loaded");
+
+    // The file comes back (under another name): the job lives there now.
+    std::fs::copy(wasm("cleanup"), env.jobs_dir().join("cleanup-renamed.wasm")).unwrap();
+    let j = job_until(&host, "cleanup", "the file to return", |j| j.load_error.is_none()).await;
+    assert_eq!(j.component_version, Some(1));
+    host.stop().await;
+}
+
+/// A long item run started on v1 finishes on v1 while v2 arrives; the next
+/// run uses v2; no item is lost or done twice.
+#[actix_rt::test]
+async fn an_execution_in_flight_finishes_on_its_version() {
+    let env =
+        Env::new(&["slow-items"]).config("[jobs.slow-items]\ndatabase = \"read-write\"\nargs = { delay_ms = \"15\" }");
+    env.seed_demo(60, chrono::Utc::now()).await;
+    env.app().execute_batch("CREATE TABLE visits (user_id INTEGER, execution_id INTEGER);").unwrap();
+    let host = env.host(true).await;
+    let started = host.start_run("slow-items", RunArgs::default()).await.unwrap();
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    let v2 = variant(&std::fs::read(wasm("slow-items")).unwrap(), "v2");
+    install(&env.jobs_dir(), "slow_items.wasm", &v2);
+    job_until(&host, "slow-items", "v2", |j| j.component_version == Some(2)).await;
+    let first = started.done.await.unwrap();
+    assert_eq!(first.status, ExecutionStatus::Succeeded);
+    assert_eq!(first.items_ok, 60);
+    let second = host.run_now("slow-items", RunArgs { limit: Some(5), ..RunArgs::default() }).await.unwrap();
+    assert_eq!(second.status, ExecutionStatus::Succeeded);
+
+    let runs = host.store.list_executions("slow-items", 10, None).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!((runs[1].id, runs[1].component_version), (started.id, Some(1)), "the run in flight stayed on v1");
+    assert_eq!(runs[0].component_version, Some(2), "the next run is on v2");
+    let conn = env.app();
+    let per_user: Vec<i64> = {
+        let mut st = conn.prepare("SELECT COUNT(*) FROM visits WHERE execution_id = ?1 GROUP BY user_id").unwrap();
+        st.query_map([started.id.0], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(per_user.len(), 60);
+    assert!(per_user.iter().all(|n| *n == 1), "each user exactly once in the first run");
+    host.stop().await;
+}
