@@ -158,6 +158,9 @@ pub struct Config {
     pub app_database: Option<String>,
     /// Directory of `*.wasm` job components.
     pub jobs_dir: Option<PathBuf>,
+    /// Where compiled components are cached (default `.sundial-cache` next to
+    /// the configuration).
+    pub cache_dir: Option<PathBuf>,
     /// Settings for every job.
     #[serde(default)]
     pub defaults: JobSettings,

@@ -70,6 +70,9 @@ pub enum HostError {
     Abandoned,
 }
 
+/// Compiled components are cached here, relative to the configuration.
+pub const DEFAULT_CACHE_DIR: &str = ".sundial-cache";
+
 /// Everything needed to start a host.
 #[derive(Debug, Clone)]
 pub struct HostOptions {
@@ -122,6 +125,11 @@ impl HostOptions {
             Some(url) => self.config.resolve_url(url),
             None => self.database_url(),
         }
+    }
+
+    /// The compiled-component cache directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.config.resolve(self.config.cache_dir.as_deref().unwrap_or(std::path::Path::new(DEFAULT_CACHE_DIR)))
     }
 
     /// The effective jobs directory.
@@ -184,7 +192,7 @@ impl Host {
         }
         let app_url = options.app_database_url();
         let app_db = AppDb::open(&app_url)?;
-        let runtime = Runtime::new(options.clock.clone())?;
+        let runtime = Runtime::with_cache(options.clock.clone(), Some(&options.cache_dir()))?;
         let scheduler = if options.schedule {
             let enabled = repo.send(GetGlobalEnabled {}).await??;
             Some(Scheduler::new(repo.clone(), options.clock.clone(), enabled).start())

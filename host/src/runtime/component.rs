@@ -79,7 +79,18 @@ pub(crate) fn load(rt: &Runtime, bytes: &[u8]) -> Result<ComponentVersion, LoadE
         return Err(LoadError::TooLarge { size: bytes.len(), max: MAX_COMPONENT_BYTES });
     }
     check_header(bytes)?;
-    let component = Component::new(&rt.inner.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+    let digest = digest(bytes);
+    let engine = &rt.inner.engine;
+    let component = match rt.inner.cache.as_ref().and_then(|c| c.get(engine, &digest)) {
+        Some(c) => c,
+        None => {
+            let c = Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+            if let Some(cache) = &rt.inner.cache {
+                cache.put(&digest, &c);
+            }
+            c
+        }
+    };
     let pre = rt.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::World(format!("{e:#}")))?;
     let pre = JobPre::new(pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
 
@@ -94,7 +105,7 @@ pub(crate) fn load(rt: &Runtime, bytes: &[u8]) -> Result<ComponentVersion, LoadE
         }
     })?;
     let info = convert_info(info)?;
-    Ok(ComponentVersion { digest: digest(bytes), size: bytes.len(), info, pre })
+    Ok(ComponentVersion { digest, size: bytes.len(), info, pre })
 }
 
 /// Tells a core module or random bytes apart from a component before compiling,

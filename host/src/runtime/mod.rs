@@ -16,6 +16,7 @@
 //!   and cancel token.
 
 mod bindings;
+mod cache;
 mod component;
 mod exec;
 pub mod host;
@@ -87,6 +88,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     ticker_stop: Arc<AtomicBool>,
     prepared: AtomicUsize,
+    cache: Option<cache::ArtifactCache>,
 }
 
 impl Drop for Inner {
@@ -103,6 +105,13 @@ impl Drop for Inner {
 impl Runtime {
     /// Creates the engine, linker, worker pool and epoch ticker.
     pub fn new(clock: Arc<dyn Clock>) -> Result<Runtime, RuntimeError> {
+        Runtime::with_cache(clock, None)
+    }
+
+    /// Like [`Runtime::new`], keeping compiled components in `cache_dir` so
+    /// they are not compiled again (after a restart, or for bytes seen
+    /// before). A cache that cannot be opened is logged and not used.
+    pub fn with_cache(clock: Arc<dyn Clock>, cache_dir: Option<&std::path::Path>) -> Result<Runtime, RuntimeError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.concurrency_support(false);
@@ -138,8 +147,16 @@ impl Runtime {
                 .map_err(RuntimeError::Io)?;
         }
 
+        let cache = cache_dir.and_then(|dir| match cache::ArtifactCache::open(dir, &engine) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot use the compiled-component cache");
+                None
+            }
+        });
         Ok(Runtime {
             inner: Arc::new(Inner {
+                cache,
                 engine,
                 linker,
                 pool: WorkerPool::new("sundial-guest"),

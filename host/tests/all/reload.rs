@@ -173,7 +173,12 @@ async fn an_execution_in_flight_finishes_on_its_version() {
     actix_rt::time::sleep(Duration::from_millis(200)).await;
     let v2 = variant(&std::fs::read(wasm("slow-items")).unwrap(), "v2");
     install(&env.jobs_dir(), "slow_items.wasm", &v2);
-    job_until(&host, "slow-items", "v2", |j| j.component_version == Some(2)).await;
+    // Live once the supervisor has it (the stored row turns v2 a moment before).
+    eventually("v2 live", || async {
+        let s = host.job_snapshot("slow-items").await.unwrap();
+        (s.job.component_version == Some(2)).then_some(())
+    })
+    .await;
     let first = started.done.await.unwrap();
     assert_eq!(first.status, ExecutionStatus::Succeeded);
     assert_eq!(first.items_ok, 60);
@@ -191,5 +196,48 @@ async fn an_execution_in_flight_finishes_on_its_version() {
     };
     assert_eq!(per_user.len(), 60);
     assert!(per_user.iter().all(|n| *n == 1), "each user exactly once in the first run");
+    host.stop().await;
+}
+
+/// Compiled components are cached on disk under the host's key; an entry the
+/// host did not write is never loaded (it is compiled again and replaced).
+#[actix_rt::test]
+async fn compiled_components_are_cached_and_foreign_entries_ignored() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = Env::new(&["cleanup"]).config("[jobs.cleanup]\ndatabase = \"read-write\"");
+    env.app();
+    let host = env.host(false).await;
+    host.stop().await;
+    let cache = env.path().join(".sundial-cache");
+    let key = cache.join("key");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "the key is private");
+    let digest = digest(&wasm("cleanup"));
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&digest))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    let written = std::fs::read(entry).unwrap();
+
+    // Someone else's bytes under the right name: ignored, rewritten.
+    let mut forged = written.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 0xff;
+    std::fs::write(entry, &forged).unwrap();
+    let host = env.host(false).await;
+    let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Succeeded);
+    host.stop().await;
+    assert_eq!(std::fs::read(entry).unwrap(), written, "the forged entry was replaced by the host's own");
+
+    // A cache that cannot be used (a file where the directory should be) is
+    // not an error: jobs are compiled as without one.
+    std::fs::remove_dir_all(&cache).unwrap();
+    std::fs::write(&cache, b"not a directory").unwrap();
+    let host = env.host(false).await;
+    let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Succeeded);
     host.stop().await;
 }
