@@ -147,11 +147,19 @@ async fn hourly_fires_report_every_zone_once() {
     // passes in every zone (Kathmandu's at :45 past the local hour).
     let mut fired = 0;
     let mut at = t("2026-11-22T12:00:00Z");
+    let mut events = host.subscribe();
     while at <= t("2026-11-23T14:00:00Z") {
         env.clock.as_ref().unwrap().set(at);
         scheduler.send(Tick).await.unwrap();
         fired += 1;
-        finished_executions(&host.store, "weekly-report", fired).await;
+        // The finish event comes once the supervisor is free for the next
+        // fire (the row is final a moment before).
+        loop {
+            let e = tokio::time::timeout(std::time::Duration::from_secs(30), events.recv()).await.unwrap().unwrap();
+            if matches!(e, sundial::events::Event::ExecutionFinished { .. }) {
+                break;
+            }
+        }
         at += chrono::Duration::hours(1);
     }
     let runs = finished_executions(&host.store, "weekly-report", fired).await;
