@@ -12,23 +12,8 @@ packages=(rustc-web cargo-web rust-web-src rust-web-llvm wasi-libc lld-22)
 if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     exit 0
 fi
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-[ ${#missing[@]} -eq 0 ] && exit 0
-
-if [ "$(id -u)" -eq 0 ]; then
-    sudo=()
-elif command -v sudo >/dev/null 2>&1; then
-    sudo=(sudo)
-else
-    echo "error: cannot build wasm32-wasip2 components; install one of:" >&2
-    echo "  rustup target add wasm32-wasip2" >&2
-    echo "  apt-get install ${packages[*]}" >&2
+source "$(dirname "$0")/apt-ensure.sh"
+if ! apt_ensure "the guest toolchain" "${packages[@]}"; then
+    echo "  (or, with rustup: rustup target add wasm32-wasip2)" >&2
     exit 1
 fi
-echo "installing the guest toolchain: ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

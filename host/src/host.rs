@@ -320,12 +320,10 @@ impl Host {
 
     /// Sets the global switch. Takes effect at once; running executions finish.
     pub async fn set_enabled(&self, enabled: bool) -> Result<(), HostError> {
-        if let Some(s) = &self.scheduler {
-            s.send(SwitchScheduler { enabled }).await?;
+        match &self.scheduler {
+            Some(s) => s.send(SwitchScheduler { enabled }).await?,
+            None => self.store.set_global_enabled(enabled).await?,
         }
-        // Stored here too (the scheduler's write is not awaited), so a read
-        // right after sees it.
-        self.store.set_global_enabled(enabled).await?;
         let _ = self.events.send(Event::SchedulerChanged { enabled });
         Ok(())
     }
@@ -333,12 +331,13 @@ impl Host {
     /// Sets a job's switch. Takes effect at once; running executions finish.
     pub async fn set_job_enabled(&self, job: &str, enabled: bool) -> Result<(), HostError> {
         self.supervisor(job).await?;
-        if let Some(s) = &self.scheduler {
-            s.send(SwitchJob { name: job.to_string(), enabled }).await?;
+        let switched = match &self.scheduler {
+            Some(s) => s.send(SwitchJob { name: job.to_string(), enabled }).await?,
+            None => false,
+        };
+        if !switched {
+            self.store.set_job_enabled(job, enabled).await?;
         }
-        // Stored here too (the scheduler's write is not awaited), so a read
-        // right after sees it.
-        self.store.set_job_enabled(job, enabled).await?;
         let _ = self.events.send(Event::JobChanged { job: job.to_string() });
         Ok(())
     }

@@ -400,11 +400,7 @@ impl Handler<LoadAll> for Loader {
                         summary.loaded.push(name);
                     }
                     Err((name, message)) => {
-                        tracing::error!(file = %path.display(), error = %message, "job component rejected");
-                        if let Some(name) = name {
-                            act.repo.do_send(SetLoadError { name: name.clone(), error: Some(message.clone()) });
-                            let _ = act.events.send(Event::JobChanged { job: name });
-                        }
+                        act.reject(&path, name, &message);
                         summary.failed.push((path, message));
                     }
                 }

@@ -264,14 +264,27 @@ pub struct SwitchScheduler {
 }
 
 impl Handler<SwitchScheduler> for Scheduler {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: SwitchScheduler, ctx: &mut Context<Self>) {
+    /// Replies once the switch is stored, so a read right after sees it.
+    fn handle(&mut self, msg: SwitchScheduler, ctx: &mut Context<Self>) -> Self::Result {
         self.enabled = msg.enabled;
-        self.repo.do_send(SetGlobalEnabled { enabled: msg.enabled });
         tracing::info!(enabled = msg.enabled, "scheduler switched");
         self.tick(ctx);
+        let stored = self.repo.send(SetGlobalEnabled { enabled: msg.enabled });
+        Box::pin(async move { log_unstored(stored.await, "the scheduler switch") })
     }
+}
+
+/// Logs a switch the repository could not store (it is in effect until the
+/// host stops).
+fn log_unstored(result: Result<Result<(), crate::store::StoreError>, MailboxError>, what: &str) {
+    let error = match result {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => format!("{:#}", anyhow::Error::new(e)),
+        Err(e) => e.to_string(),
+    };
+    tracing::error!(%error, "cannot store {what}; it holds until the host stops");
 }
 
 /// Sent by interfaces: a job's switch. Replies false for an unknown job.
@@ -285,15 +298,19 @@ pub struct SwitchJob {
 }
 
 impl Handler<SwitchJob> for Scheduler {
-    type Result = bool;
+    type Result = ResponseFuture<bool>;
 
-    fn handle(&mut self, msg: SwitchJob, ctx: &mut Context<Self>) -> bool {
-        let Some(entry) = self.jobs.get_mut(&msg.name) else { return false };
+    /// Replies once the switch is stored, so a read right after sees it.
+    fn handle(&mut self, msg: SwitchJob, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(entry) = self.jobs.get_mut(&msg.name) else { return Box::pin(async { false }) };
         entry.enabled = msg.enabled;
-        self.repo.do_send(SetJobEnabled { name: msg.name.clone(), enabled: msg.enabled });
         tracing::info!(job = %msg.name, enabled = msg.enabled, "job switched");
         self.tick(ctx);
-        true
+        let stored = self.repo.send(SetJobEnabled { name: msg.name, enabled: msg.enabled });
+        Box::pin(async move {
+            log_unstored(stored.await, "a job's switch");
+            true
+        })
     }
 }
 

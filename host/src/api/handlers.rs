@@ -335,7 +335,7 @@ async fn jobs(state: Data) -> Reply {
     let host = &state.host;
     let jobs = host.store.list_jobs().await?;
     let last: HashMap<String, (ExecutionId, ExecutionStatus)> =
-        host.store.last_executions().await?.into_iter().map(|(name, id, s)| (name, (id, s))).collect();
+        host.store.last_executions(None).await?.into_iter().map(|(name, id, s)| (name, (id, s))).collect();
     let running: HashMap<String, usize> =
         host.snapshots().await?.into_iter().map(|s| (s.job.name, s.running.len())).collect();
     let enabled = host.store.global_enabled().await?;
@@ -350,8 +350,7 @@ async fn job_json(state: &ApiState, id: &str) -> Result<Value, ApiError> {
     let host = &state.host;
     let job = find_job(state, id).await?;
     let snap: Option<JobSnapshot> = host.job_snapshot(&job.name).await.ok();
-    let last =
-        host.store.last_executions().await?.into_iter().find(|(n, _, _)| n == &job.name).map(|(_, id, s)| (id, s));
+    let last = host.store.last_executions(Some(job.id)).await?.into_iter().next().map(|(_, id, s)| (id, s));
     let enabled = host.store.global_enabled().await?;
     let running = snap.as_ref().map_or(0, |s| s.running.len());
     let mut v = serde_json::to_value(job_view(&job, last, running, enabled)).map_err(ApiError::internal)?;

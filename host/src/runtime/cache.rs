@@ -33,22 +33,21 @@ impl ArtifactCache {
     pub(crate) fn open(dir: &Path, engine: &Engine) -> std::io::Result<ArtifactCache> {
         std::fs::create_dir_all(dir)?;
         let key_path = dir.join("key");
-        let key = match std::fs::read(&key_path) {
-            Ok(k) if k.len() == 32 => k,
-            _ => {
+        let stored = std::fs::read(&key_path).ok().and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok());
+        let key = match stored {
+            Some(k) => k,
+            None => {
                 let mut k = [0u8; 32];
                 getrandom::getrandom(&mut k).map_err(|e| std::io::Error::other(e.to_string()))?;
                 write_private(&key_path, &k)?;
-                k.to_vec()
+                k
             }
         };
-        let mut key_arr = [0u8; 32];
-        key_arr.copy_from_slice(&key);
         // A stable name for this engine's compatibility (only needs to be
         // stable for the same binary and settings).
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        Ok(ArtifactCache { dir: dir.to_path_buf(), key: key_arr, compat: format!("{:016x}", h.finish()) })
+        Ok(ArtifactCache { dir: dir.to_path_buf(), key, compat: format!("{:016x}", h.finish()) })
     }
 
     fn path(&self, digest: &str) -> PathBuf {

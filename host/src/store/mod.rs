@@ -378,12 +378,17 @@ impl Store {
             .collect()
     }
 
-    /// The newest execution of every job: `(job name, id, status)`.
-    pub async fn last_executions(&self) -> Result<Vec<(String, ExecutionId, ExecutionStatus)>, StoreError> {
+    /// The newest execution of every job (or of `job` only): `(job name, id, status)`.
+    pub async fn last_executions(
+        &self,
+        job: Option<JobId>,
+    ) -> Result<Vec<(String, ExecutionId, ExecutionStatus)>, StoreError> {
         let rows = sqlx::query(
             "SELECT j.name, e.id, e.status FROM jobs j
-             JOIN job_executions e ON e.id = (SELECT MAX(id) FROM job_executions WHERE job_id = j.id)",
+             JOIN job_executions e ON e.id = (SELECT MAX(id) FROM job_executions WHERE job_id = j.id)
+             WHERE $1 IS NULL OR j.id = $1",
         )
+        .bind(job.map(|j| j.0))
         .fetch_all(&self.reader)
         .await
         .map_err(q("reading the last executions"))?;
