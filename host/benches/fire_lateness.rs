@@ -81,6 +81,7 @@ async fn sundial_run(n: usize, secs: u64) -> Figures {
                 timezone: "UTC".into(),
                 enabled: Some(true),
                 digest: version.digest.clone(),
+                component: None,
             })
             .await
             .unwrap();

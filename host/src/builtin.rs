@@ -1,4 +1,4 @@
-//! Built-in native jobs.
+//! Built-in native jobs: `backup` and `retention`.
 //!
 //! `backup` (seed 003's BackupTask): snapshots the SQLite databases the host
 //! uses — Sundial's own and the application database, once each if they are
@@ -73,12 +73,7 @@ impl NativeJob for Backup {
 
     fn run(&self, ctx: &mut NativeContext<'_>) -> Result<NativeOutcome, NativeError> {
         let dir = self.base_dir.join(ctx.arg("dir").unwrap_or("backups"));
-        let days = match ctx.arg("retention_days") {
-            None => 7,
-            Some(v) => v.parse::<i64>().ok().filter(|d| *d >= 1).ok_or_else(|| {
-                NativeError::Fatal(format!("retention_days must be a whole number of days (1 or more), got {v:?}"))
-            })?,
-        };
+        let days = days_arg(ctx, "retention_days", 7)?;
         let at = ctx.run.scheduled_for;
         let cutoff = at - TimeDelta::days(days);
         let dry_run = ctx.dry_run();
@@ -156,6 +151,130 @@ impl NativeJob for Backup {
                 if dry_run { "would delete" } else { "deleted" },
             )),
         })
+    }
+}
+
+/// The built-in retention job: deletes finished executions (with their
+/// failed and skipped items) older than `days` (default 90) from Sundial's
+/// own database, and empties the captured logs of those older than
+/// `log_days` (default: `days`). Enabled by a `[jobs.retention]` section.
+/// Deletes in batches of [`RETENTION_BATCH`] rows, each its own short
+/// transaction, so the store's writer is never held up for long. A dry run
+/// counts and deletes nothing.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Sundial's database file.
+    pub database: PathBuf,
+}
+
+/// Rows deleted per transaction.
+pub const RETENTION_BATCH: i64 = 1000;
+
+fn days_arg(ctx: &NativeContext<'_>, name: &str, default: i64) -> Result<i64, NativeError> {
+    match ctx.arg(name) {
+        None => Ok(default),
+        Some(v) => {
+            v.parse::<i64>().ok().filter(|d| *d >= 1).ok_or_else(|| {
+                NativeError::Fatal(format!("{name} must be a whole number of days (1 or more), got {v:?}"))
+            })
+        }
+    }
+}
+
+impl NativeJob for Retention {
+    fn info(&self) -> JobInfo {
+        JobInfo {
+            name: "retention".into(),
+            description: "Deletes execution history (and logs) older than N days".into(),
+            kind: JobKind::Single,
+            default_schedule: "45 3 * * *".into(),
+            default_timezone: "UTC".into(),
+            capabilities: Vec::new(),
+        }
+    }
+
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    fn run(&self, ctx: &mut NativeContext<'_>) -> Result<NativeOutcome, NativeError> {
+        let days = days_arg(ctx, "days", 90)?;
+        let log_days = days_arg(ctx, "log_days", days)?.min(days);
+        let at = ctx.run.scheduled_for;
+        let cutoff = crate::store::ts(at - TimeDelta::days(days));
+        let log_cutoff = crate::store::ts(at - TimeDelta::days(log_days));
+        let db = |e: rusqlite::Error| NativeError::Retryable(format!("retention on {}: {e}", self.database.display()));
+        let mut conn = rusqlite::Connection::open(&self.database).map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(db)?;
+        conn.execute_batch("PRAGMA foreign_keys = ON").map_err(db)?;
+        // Finished rows only: a running or queued execution is never touched.
+        const OLD: &str = "SELECT id FROM job_executions WHERE completed_at IS NOT NULL AND completed_at < ?1";
+        if ctx.dry_run() {
+            let count = |sql: &str, at: &str| -> Result<i64, NativeError> {
+                conn.query_row(sql, [at], |r| r.get(0)).map_err(db)
+            };
+            let executions = count(&format!("SELECT count(*) FROM ({OLD})"), &cutoff)?;
+            let logs = count(
+                "SELECT count(*) FROM job_executions WHERE completed_at IS NOT NULL AND completed_at < ?1 AND logs != ''",
+                &log_cutoff,
+            )?;
+            return Ok(NativeOutcome {
+                changed: 0,
+                message: Some(format!(
+                    "would delete {executions} executions older than {days} days and empty the logs of {logs} \
+                     older than {log_days} days"
+                )),
+            });
+        }
+        let mut deleted = 0u64;
+        loop {
+            if ctx.should_stop() {
+                return Err(NativeError::Retryable(format!("stopped after deleting {deleted} executions")));
+            }
+            let tx = conn.transaction().map_err(db)?;
+            let victims = format!("{OLD} ORDER BY id LIMIT {RETENTION_BATCH}");
+            // Retries point at their first attempt: let a kept retry outlive it.
+            tx.execute(
+                &format!("UPDATE job_executions SET parent_id = NULL WHERE parent_id IN ({victims})"),
+                [&cutoff],
+            )
+            .map_err(db)?;
+            let n =
+                tx.execute(&format!("DELETE FROM job_executions WHERE id IN ({victims})"), [&cutoff]).map_err(db)?;
+            tx.commit().map_err(db)?;
+            deleted += n as u64;
+            if (n as i64) < RETENTION_BATCH {
+                break;
+            }
+        }
+        let mut emptied = 0u64;
+        loop {
+            if ctx.should_stop() {
+                return Err(NativeError::Retryable(format!(
+                    "stopped after deleting {deleted} executions and emptying {emptied} logs"
+                )));
+            }
+            let n = conn
+                .execute(
+                    &format!(
+                        "UPDATE job_executions SET logs = '', logs_truncated = 0 WHERE id IN (
+                           SELECT id FROM job_executions
+                           WHERE completed_at IS NOT NULL AND completed_at < ?1 AND logs != ''
+                           ORDER BY id LIMIT {RETENTION_BATCH})"
+                    ),
+                    [&log_cutoff],
+                )
+                .map_err(db)?;
+            emptied += n as u64;
+            if (n as i64) < RETENTION_BATCH {
+                break;
+            }
+        }
+        let message = format!(
+            "deleted {deleted} executions older than {days} days, emptied the logs of {emptied} older than {log_days} days"
+        );
+        ctx.log(&message);
+        Ok(NativeOutcome { changed: deleted + emptied, message: Some(message) })
     }
 }
 

@@ -4,7 +4,7 @@
 //! out, cancelled) or the host failed; 2 invalid input (bad arguments, bad
 //! configuration, an invalid cron expression or zone).
 
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,6 +40,16 @@ struct Global {
     /// Configuration file (default: ./sundial.toml if present).
     #[arg(long, global = true, env = "SUNDIAL_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Log lines on stderr: `text` for people, `json` (one object per line,
+    /// with the execution span's fields) for log collectors.
+    #[arg(long, global = true, env = "SUNDIAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,7 +59,15 @@ enum Command {
     /// Run one job now and exit: 0 if it succeeded, 1 otherwise (for OS cron).
     Run(RunCmd),
     /// List the jobs: schedule, time zone, switch, next run.
-    Jobs,
+    Jobs {
+        /// One JSON array of the stored jobs instead of a table (for scripts).
+        #[arg(long)]
+        json: bool,
+        /// Also each job's grants (database, HTTP hosts), limits, what it
+        /// requests, and any mismatch between the two.
+        #[arg(long, short)]
+        verbose: bool,
+    },
     /// Show a job's recent executions.
     History {
         /// The job's name.
@@ -57,6 +75,9 @@ enum Command {
         /// How many executions.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// One JSON array of the executions, newest first, instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Preview schedules.
     Schedule {
@@ -68,6 +89,17 @@ enum Command {
     Deploy {
         /// The component (`.wasm`).
         file: PathBuf,
+    },
+    /// Put an earlier version of a job's component live again (the last 5
+    /// versions are kept; the file need not exist). A running `serve` picks
+    /// it up for the job's next execution.
+    Rollback {
+        /// The job's name.
+        job: String,
+        /// The version (3 or v3) or a digest prefix (at least 8 hex digits);
+        /// default: the newest earlier version with different code.
+        #[arg(long, value_name = "VERSION|DIGEST")]
+        to: Option<String>,
     },
     /// Create (or refresh) a demo application database for the example jobs.
     Demo {
@@ -106,6 +138,9 @@ struct RunCmd {
     /// An argument for the job (repeatable).
     #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_kv)]
     args: Vec<(String, String)>,
+    /// Print the outcome as one JSON object on stdout (for scripts).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,7 +179,11 @@ pub fn main() -> ExitCode {
     let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.global.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    }
 
     match run(cli) {
         Ok(code) => code,
@@ -172,10 +211,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         match cli.command {
             Command::Serve(cmd) => serve(options, cmd).await,
             Command::Run(cmd) => run_job(options, cmd).await,
-            Command::Jobs => jobs(options).await,
-            Command::History { job, limit } => history(options, &job, limit).await,
+            Command::Jobs { json, verbose } => jobs(options, json, verbose).await,
+            Command::History { job, limit, json } => history(options, &job, limit, json).await,
             Command::Demo { users } => demo(options, users).await,
             Command::Deploy { file } => deploy(options, &file).await,
+            Command::Rollback { job, to } => rollback(options, &job, to.as_deref()).await,
             Command::Migrate => {
                 let url = options.database_url();
                 Store::open(&url).await?.close().await;
@@ -236,14 +276,31 @@ async fn serve(options: HostOptions, cmd: ServeCmd) -> anyhow::Result<ExitCode> 
         }
         None => None,
     };
-    tracing::info!(jobs = host.loaded.loaded.len(), "sundial is running; Ctrl-C stops it");
-    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
-    tracing::info!("stopping");
+    tracing::info!(jobs = host.loaded.loaded.len(), "sundial is running; Ctrl-C (or SIGTERM) stops it");
+    let signal = stop_signal().await.context("cannot wait for a stop signal")?;
+    let grace = host.config.shutdown_grace();
+    tracing::info!(signal, grace_secs = grace.as_secs(), "stopping: running executions get the grace period to finish");
     if let Some(h) = server {
         h.stop(true).await;
     }
-    host.stop().await;
+    host.shutdown(grace).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM (service managers); names it.
+async fn stop_signal() -> std::io::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map(|()| "Ctrl-C")
+    }
 }
 
 async fn deploy(mut options: HostOptions, file: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -277,6 +334,30 @@ async fn deploy(mut options: HostOptions, file: &std::path::Path) -> anyhow::Res
     }
 }
 
+async fn rollback(mut options: HostOptions, job: &str, to: Option<&str>) -> anyhow::Result<ExitCode> {
+    use crate::host::HostError;
+    check_jobs_dir(&options)?;
+    options.schedule = false;
+    let host = Host::start(options).await.context("cannot start the host")?;
+    let result = host.rollback(job, to).await;
+    host.stop().await;
+    match result {
+        Ok(done) => {
+            let short = done.to.digest.get(..12).unwrap_or(&done.to.digest);
+            let live = done.job.component_version.map_or("-".into(), |v| format!("v{v}"));
+            println!(
+                "rolled back {job} from v{} to the code of v{} ({short}…), live as {live}",
+                done.from, done.to.version
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (HostError::Rollback(_) | HostError::UnknownJob { .. } | HostError::InvalidComponent(_))) => {
+            Err(Invalid(format!("{job} was not rolled back: {e}")).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn run_job(mut options: HostOptions, cmd: RunCmd) -> anyhow::Result<ExitCode> {
     check_jobs_dir(&options)?;
     if let Some(d) = &cmd.date {
@@ -286,12 +367,52 @@ async fn run_job(mut options: HostOptions, cmd: RunCmd) -> anyhow::Result<ExitCo
     options.schedule = false;
     let host = Host::start(options).await.context("cannot start the host")?;
     let args = RunArgs { date: cmd.date, limit: cmd.limit, dry_run: cmd.dry_run, args: cmd.args };
-    let report = match host.run_now(&cmd.job, args).await {
-        Ok(r) => r,
+    let mut events = host.subscribe();
+    let started = match host.start_run(&cmd.job, args).await {
+        Ok(s) => s,
         Err(e @ crate::host::HostError::UnknownJob { .. }) => return Err(Invalid(e.to_string()).into()),
         Err(e) => return Err(e.into()),
     };
+    let id = started.id;
+    let mut done = started.done;
+    let mut progress = ProgressLine::new(&cmd.job, std::io::stderr().is_terminal());
+    let report = loop {
+        tokio::select! {
+            r = &mut done => break r.map_err(|_| crate::host::HostError::Abandoned)?,
+            e = events.recv() => {
+                if let Ok(crate::events::Event::ExecutionProgress { id: of, done, total, .. }) = e
+                    && of == id
+                {
+                    progress.update(done, total);
+                }
+            }
+        }
+    };
+    progress.finish();
     host.stop().await;
+    if cmd.json {
+        let ok =
+            matches!(report.status, ExecutionStatus::Succeeded | ExecutionStatus::Skipped) && report.items_failed == 0;
+        let problems: Vec<_> = report
+            .problems
+            .iter()
+            .map(|p| serde_json::json!({"item": p.key, "class": p.class, "message": p.message}))
+            .collect();
+        let v = serde_json::json!({
+            "job": cmd.job,
+            "execution_id": id,
+            "status": report.status,
+            "summary": report.summary,
+            "changed": report.changed,
+            "items": {"total": report.items_total, "ok": report.items_ok,
+                      "skipped": report.items_skipped, "failed": report.items_failed},
+            "error_class": report.error_class,
+            "error": report.error_message,
+            "problems": problems,
+        });
+        println!("{v}");
+        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}: {}", cmd.job, report.status)?;
     if let Some(s) = &report.summary {
@@ -315,11 +436,80 @@ async fn run_job(mut options: HostOptions, cmd: RunCmd) -> anyhow::Result<ExitCo
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-async fn jobs(mut options: HostOptions) -> anyhow::Result<ExitCode> {
+/// `sundial run`'s progress on stderr: a bar redrawn in place on a
+/// terminal, a plain line every few seconds otherwise (logs, cron mail).
+struct ProgressLine {
+    job: String,
+    tty: bool,
+    started: std::time::Instant,
+    last_line: Option<std::time::Instant>,
+    drawn: bool,
+}
+
+/// How often a plain progress line is written when stderr is not a terminal.
+const PLAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl ProgressLine {
+    fn new(job: &str, tty: bool) -> Self {
+        ProgressLine { job: job.to_string(), tty, started: std::time::Instant::now(), last_line: None, drawn: false }
+    }
+
+    fn update(&mut self, done: u64, total: Option<u64>) {
+        if done == 0 && total.is_none() {
+            return; // a single-shot job, or nothing known yet
+        }
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = done as f64 / secs;
+        let eta = match total {
+            Some(t) if t > done && rate > 0.0 => format!(", ETA {}", humanize((t - done) as f64 / rate)),
+            _ => String::new(),
+        };
+        let count = match total {
+            Some(t) if t > 0 => format!("{done}/{t} ({}%)", done.saturating_mul(100) / t),
+            _ => done.to_string(),
+        };
+        if self.tty {
+            let bar = match total {
+                Some(t) if t > 0 => {
+                    let filled = ((done.min(t) as f64 / t as f64) * 30.0).round() as usize;
+                    format!("[{}{}] ", "#".repeat(filled), "-".repeat(30 - filled))
+                }
+                _ => String::new(),
+            };
+            eprint!("\r\x1b[2K{} {bar}{count} items, {rate:.0}/s{eta}", self.job);
+            self.drawn = true;
+        } else if self.last_line.is_none_or(|l| l.elapsed() >= PLAIN_EVERY) {
+            eprintln!("{}: progress: {count} items, {rate:.0} items/s{eta}", self.job);
+            self.last_line = Some(std::time::Instant::now());
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.drawn {
+            eprintln!();
+        }
+    }
+}
+
+fn humanize(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+async fn jobs(mut options: HostOptions, json: bool, verbose: bool) -> anyhow::Result<ExitCode> {
     check_jobs_dir(&options)?;
     options.schedule = false;
     let host = Host::start(options).await.context("cannot start the host")?;
     let jobs = host.store.list_jobs().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        host.stop().await;
+        return Ok(ExitCode::SUCCESS);
+    }
     let now = Utc::now();
     let mut rows =
         vec![["NAME", "SCHEDULE", "ZONE", "ENABLED", "NEXT RUN (UTC)", "VERSION"].map(String::from).to_vec()];
@@ -339,6 +529,31 @@ async fn jobs(mut options: HostOptions) -> anyhow::Result<ExitCode> {
         ]);
     }
     print_table(&rows)?;
+    if verbose {
+        println!();
+        let mut rows = vec![
+            ["NAME", "DATABASE", "HTTP HOSTS", "TIMEOUT", "MEMORY", "REQUESTS", "MISMATCHES"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for s in host.snapshots().await? {
+            let c = &s.config;
+            let hosts: Vec<String> = c.limits.http.hosts().iter().map(ToString::to_string).collect();
+            let requested: Vec<String> = s.info.capabilities.iter().map(ToString::to_string).collect();
+            let mismatches = s.grant_mismatches();
+            let or_dash = |v: Vec<String>| if v.is_empty() { "-".to_string() } else { v.join(", ") };
+            rows.push(vec![
+                s.job.name.clone(),
+                c.database.as_str().to_string(),
+                or_dash(hosts),
+                format!("{}s", c.limits.timeout.as_secs()),
+                format!("{} MiB", c.limits.memory_bytes >> 20),
+                or_dash(requested),
+                or_dash(mismatches),
+            ]);
+        }
+        print_table(&rows)?;
+    }
     for (file, error) in &host.loaded.failed {
         eprintln!("not loaded: {}: {error}", file.display());
     }
@@ -346,13 +561,18 @@ async fn jobs(mut options: HostOptions) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn history(options: HostOptions, job: &str, limit: u32) -> anyhow::Result<ExitCode> {
+async fn history(options: HostOptions, job: &str, limit: u32, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&options.database_url()).await?;
     if store.get_job(job).await?.is_none() {
         let known: Vec<String> = store.list_jobs().await?.into_iter().map(|j| j.name).collect();
         return Err(Invalid(format!("unknown job {job:?} (known jobs: {})", known.join(", "))).into());
     }
     let execs = store.list_executions(job, limit, None).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&execs)?);
+        store.close().await;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut rows = vec![
         ["ID", "TRIGGER", "SCHEDULED FOR (UTC)", "STATUS", "ATTEMPT", "DURATION", "VERSION", "DETAIL"]
             .map(String::from)

@@ -64,6 +64,14 @@ pub enum ConfigError {
         /// What is wrong, with line and column.
         message: String,
     },
+    /// A section other than a job's is invalid.
+    #[error("invalid configuration in {section}: {message}")]
+    Section {
+        /// The section, e.g. `[[webhooks]]`.
+        section: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// A value is invalid.
     #[error("invalid configuration for job {job:?}: {message}")]
     Job {
@@ -88,6 +96,8 @@ pub struct JobSettings {
     pub database: Option<DbAccess>,
     /// HTTP grant: the hosts (`host` or `host:port`) the job may reach.
     pub http: Option<Vec<String>>,
+    /// Outbound HTTP requests a second, across all the job's executions.
+    pub http_rate_per_sec: Option<u32>,
     /// Deadline of one execution, in seconds.
     pub timeout_secs: Option<u64>,
     /// Memory limit of one execution, in MiB.
@@ -119,6 +129,7 @@ impl JobSettings {
             enabled: self.enabled.or(base.enabled),
             database: self.database.or(base.database),
             http: self.http.clone().or_else(|| base.http.clone()),
+            http_rate_per_sec: self.http_rate_per_sec.or(base.http_rate_per_sec),
             timeout_secs: self.timeout_secs.or(base.timeout_secs),
             memory_mib: self.memory_mib.or(base.memory_mib),
             overlap: self.overlap.or(base.overlap),
@@ -148,6 +159,9 @@ pub struct HttpSettings {
     pub allowed_origins: Vec<String>,
 }
 
+/// Running executions get this long to finish when the host stops.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+
 /// The configuration file as written.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -170,6 +184,12 @@ pub struct Config {
     /// The HTTP API and UI (`sundial serve`).
     #[serde(default)]
     pub http: HttpSettings,
+    /// How long running executions get to finish when the host stops
+    /// (default 30 s); then they are cancelled.
+    pub shutdown_grace_secs: Option<u64>,
+    /// Webhooks notified of failures, partial runs, recoveries and overruns.
+    #[serde(default)]
+    pub webhooks: Vec<crate::notify::Webhook>,
     /// Where relative paths are resolved (the file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -236,6 +256,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        for hook in &self.webhooks {
+            hook.validate().map_err(|message| ConfigError::Section { section: "[[webhooks]]", message })?;
+        }
         for (name, s) in
             std::iter::once(("[defaults]", &self.defaults)).chain(self.jobs.iter().map(|(k, v)| (k.as_str(), v)))
         {
@@ -261,8 +284,18 @@ impl Config {
                 return Err(err("max_attempts must be at least 1".into()));
             }
             parse_http_grant(s.http.as_deref()).map_err(|e| err(format!("http: {e}")))?;
+            if let Some(r) = s.http_rate_per_sec
+                && !(1..=10_000).contains(&r)
+            {
+                return Err(err(format!("http_rate_per_sec must be between 1 and 10000, got {r}")));
+            }
         }
         Ok(())
+    }
+
+    /// How long running executions get to finish when the host stops.
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_grace_secs.unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS))
     }
 
     /// Resolves a path from the file relative to its directory.
@@ -309,6 +342,7 @@ impl Config {
                 timeout: s.timeout_secs.map(Duration::from_secs).unwrap_or(defaults.timeout),
                 memory_bytes: s.memory_mib.map(|m| (m as usize) << 20).unwrap_or(defaults.memory_bytes),
                 http,
+                http_rate: s.http_rate_per_sec.map(crate::runtime::HttpRateLimit::new),
             },
             overlap: s.overlap.unwrap_or_default(),
             misfire: s.misfire.unwrap_or_default(),

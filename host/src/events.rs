@@ -62,6 +62,15 @@ pub enum Event {
         /// Items failed.
         failed: u64,
     },
+    /// A running execution passed its job's expected duration.
+    ExecutionOverrun {
+        /// The execution.
+        id: ExecutionId,
+        /// Its job.
+        job: String,
+        /// The expected duration, seconds.
+        expected_secs: u64,
+    },
     /// A job's definition, switch, schedule, version or load error changed.
     JobChanged {
         /// The job.
@@ -81,6 +90,7 @@ impl Event {
             Event::ExecutionStarted { .. } => "execution_started",
             Event::ExecutionFinished { .. } => "execution_finished",
             Event::ExecutionProgress { .. } => "execution_progress",
+            Event::ExecutionOverrun { .. } => "execution_overrun",
             Event::JobChanged { .. } => "job_changed",
             Event::SchedulerChanged { .. } => "scheduler_changed",
         }

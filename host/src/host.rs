@@ -5,27 +5,29 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use crate::actors::loader::{
-    AllSupervisors, DeployComponent, DeployError, GetSupervisor, LoadAll, LoadSummary, LoaderError, LoaderSetup, Watch,
+    AllSupervisors, DeployComponent, DeployError, GetSupervisor, LoadAll, LoadSummary, LoaderError, LoaderSetup,
+    Unwatch, Watch,
 };
 use crate::actors::repository::{GetGlobalEnabled, MarkCrashed};
 use crate::actors::scheduler::{RegisterJob, Shutdown, SwitchJob, SwitchScheduler};
 use crate::actors::supervisor::{
-    CancelRun, JobSnapshot, JobSupervisor, LiveProgress, RetryCrashed, RunNow, RunRejected, RunStarted, Snapshot,
-    UpdateJob,
+    CancelRun, Drain, JobSnapshot, JobSupervisor, LiveProgress, RetryCrashed, RunNow, RunRejected, RunStarted,
+    Snapshot, UpdateJob,
 };
 use crate::actors::{Loader, Repository, Scheduler};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, DEFAULT_DATABASE, DEFAULT_JOBS_DIR};
 use crate::events::{Event, Events};
-use crate::model::{ExecutionId, ExecutionRecord, JobRecord, RunArgs, RunReport, ScheduleSource};
+use crate::model::{ExecutionId, ExecutionRecord, JobRecord, RunArgs, RunReport, ScheduleSource, VersionRecord};
 use crate::runtime::{MAX_COMPONENT_BYTES, NativeJob, Runtime, RuntimeError};
 use crate::schedule::Schedule;
 use crate::store::appdb::AppDb;
-use crate::store::{Store, StoreError};
+use crate::store::{KEEP_VERSIONS, Store, StoreError};
 
 /// Errors starting or using a host.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,9 @@ pub enum HostError {
     /// A valid deployed component could not be put in place.
     #[error(transparent)]
     Deploy(#[from] DeployError),
+    /// A rollback was refused.
+    #[error(transparent)]
+    Rollback(#[from] RollbackError),
     /// The execution ended without a report (the host is shutting down).
     #[error("the execution was abandoned while the host stopped")]
     Abandoned,
@@ -90,9 +95,14 @@ pub struct HostOptions {
     pub node: String,
     /// Events a slow subscriber may fall behind by before missing some.
     pub event_capacity: usize,
-    /// Native jobs to run besides the components (the built-in `backup` is
-    /// added when the configuration has a `[jobs.backup]` section).
+    /// Native jobs to run besides the components (the built-ins `backup`
+    /// and `retention` are added when the configuration has a
+    /// `[jobs.backup]` or `[jobs.retention]` section).
     pub native_jobs: Vec<Arc<dyn NativeJob>>,
+    /// An application's pool to keep Sundial's tables in (its database file
+    /// is then also the default application database); overrides
+    /// `database_url`.
+    pub database_pool: Option<sqlx::SqlitePool>,
 }
 
 impl HostOptions {
@@ -107,11 +117,15 @@ impl HostOptions {
             node: node_name(),
             event_capacity: 4096,
             native_jobs: Vec::new(),
+            database_pool: None,
         }
     }
 
     /// The effective database URL.
     pub fn database_url(&self) -> String {
+        if let Some(pool) = &self.database_pool {
+            return format!("sqlite://{}", pool.connect_options().get_filename().display());
+        }
         match (&self.database_url, &self.config.database) {
             (Some(url), _) => url.clone(),
             (None, Some(url)) => self.config.resolve_url(url),
@@ -183,7 +197,10 @@ impl Host {
     /// Opens the store, marks executions a dead host left running as crashed,
     /// loads the jobs directory and (if asked) starts scheduling.
     pub async fn start(options: HostOptions) -> Result<Host, HostError> {
-        let store = Store::open(&options.database_url()).await?;
+        let store = match &options.database_pool {
+            Some(pool) => Store::with_pool(pool.clone()).await?,
+            None => Store::open(&options.database_url()).await?,
+        };
         let repo = Repository::new(store.clone()).start();
         let crashed: Vec<ExecutionRecord> =
             if options.schedule { repo.send(MarkCrashed {}).await?? } else { Vec::new() };
@@ -202,6 +219,14 @@ impl Host {
         let events = crate::events::channel(options.event_capacity);
         let metrics = crate::metrics::Metrics::new();
         metrics.follow(events.subscribe());
+        if options.schedule {
+            crate::notify::follow(
+                options.config.webhooks.clone(),
+                store.clone(),
+                options.node.clone(),
+                events.subscribe(),
+            );
+        }
         let mut native = options.native_jobs.clone();
         if options.config.jobs.contains_key("backup") && !native.iter().any(|n| n.info().name == "backup") {
             let mut files = vec![app_db.path().to_path_buf()];
@@ -209,6 +234,12 @@ impl Host {
                 files.insert(0, own);
             }
             native.push(Arc::new(crate::builtin::Backup::new(files, options.config.base_dir.clone())));
+        }
+        if options.config.jobs.contains_key("retention")
+            && !native.iter().any(|n| n.info().name == "retention")
+            && let Ok(database) = crate::store::appdb::sqlite_path(&options.database_url())
+        {
+            native.push(Arc::new(crate::builtin::Retention { database }));
         }
         let loader = Loader::new(LoaderSetup {
             dir: options.jobs_dir(),
@@ -253,6 +284,21 @@ impl Host {
             metrics,
             events,
         })
+    }
+
+    /// A builder for an embedded host (see the [`embedding`](crate::embedding) guide).
+    pub fn builder() -> HostBuilder {
+        HostBuilder::new()
+    }
+
+    /// The HTTP API, `/healthz`, `/metrics` and the UI as an actix-web
+    /// configuration, to mount in an application's own `App`, usually under
+    /// a prefix: `web::scope("/sundial").configure(host.http(options))`.
+    pub fn http(
+        &self,
+        options: crate::api::ApiOptions,
+    ) -> impl Fn(&mut actix_web::web::ServiceConfig) + Clone + Send + 'static {
+        crate::api::configure(self.clone(), options)
     }
 
     /// Execution events from now on.
@@ -378,17 +424,333 @@ impl Host {
         if bytes.len() > MAX_COMPONENT_BYTES {
             return Err(crate::runtime::LoadError::TooLarge { size: bytes.len(), max: MAX_COMPONENT_BYTES }.into());
         }
+        let bytes: Arc<[u8]> = bytes.into();
         let version = self.runtime.load(bytes.clone()).await?;
         Ok(self.loader.send(DeployComponent { bytes, version }).await??)
     }
 
-    /// Stops firing and closes the store. Executions still running finish on
-    /// their worker threads, but their outcome is no longer recorded; the next
-    /// host marks them crashed.
-    pub async fn stop(self) {
+    /// Puts an earlier version of a job's component live again, from the
+    /// bytes the store keeps for the last [`KEEP_VERSIONS`] versions (the file
+    /// need not exist any more). `to` is a version number (`3` or `v3`) or a
+    /// digest prefix of at least 8 hex digits; `None` is the newest earlier
+    /// version whose code differs from the live one. The component is
+    /// validated and installed like a deploy: written into the jobs directory
+    /// (so a restart keeps it) and live for the job's next execution, as a
+    /// new version number with the old digest.
+    pub async fn rollback(&self, job: &str, to: Option<&str>) -> Result<RolledBack, HostError> {
+        self.supervisor(job).await?;
+        let record = self.store.get_job(job).await?.ok_or_else(|| StoreError::UnknownJob(job.to_string()))?;
+        let live = record.component_digest.clone().unwrap_or_default();
+        if live.starts_with("native:") {
+            return Err(RollbackError::Native(job.to_string()).into());
+        }
+        let current = record.component_version.unwrap_or(0);
+        let versions = self.store.job_versions(record.id, u32::MAX).await?;
+        let target = match to.map(str::trim) {
+            None => versions
+                .iter()
+                .find(|v| v.version < current && v.digest != live && v.kept)
+                .ok_or_else(|| RollbackError::NoEarlier { job: job.to_string() })?,
+            Some(t) => {
+                let number = t.strip_prefix('v').unwrap_or(t).parse::<i64>().ok();
+                let by_number = number.and_then(|n| versions.iter().find(|v| v.version == n));
+                let digest_like = t.len() >= 8 && t.chars().all(|c| c.is_ascii_hexdigit());
+                let found = match number {
+                    // A number that is no version but could be a digest prefix is one.
+                    Some(_) if by_number.is_some() || !digest_like => by_number,
+                    _ if digest_like => {
+                        let t = t.to_ascii_lowercase();
+                        let matching: Vec<&VersionRecord> =
+                            versions.iter().filter(|v| v.digest.starts_with(&t)).collect();
+                        if matching.iter().any(|v| v.digest != matching[0].digest) {
+                            let message = format!("digest prefix {t:?} matches several versions; give more digits");
+                            return Err(RollbackError::BadTarget(message).into());
+                        }
+                        // The same code may have several versions: the newest that is kept.
+                        matching.iter().find(|v| v.kept).or(matching.first()).copied()
+                    }
+                    _ => {
+                        return Err(RollbackError::BadTarget(format!(
+                            "{t:?} is neither a version number (3 or v3) nor a digest prefix of at least 8 hex digits"
+                        ))
+                        .into());
+                    }
+                };
+                found.ok_or_else(|| RollbackError::UnknownVersion { job: job.to_string(), to: t.to_string() })?
+            }
+        };
+        if target.digest == live {
+            return Err(RollbackError::AlreadyLive { job: job.to_string(), version: target.version, current }.into());
+        }
+        let bytes = match self.store.version_component(record.id, target.version).await? {
+            Some(b) if target.kept => b,
+            _ => return Err(RollbackError::NotKept { job: job.to_string(), version: target.version }.into()),
+        };
+        let job_now = self.deploy(bytes).await?;
+        tracing::info!(job, to = target.version, digest = %target.digest, live_as = ?job_now.component_version,
+            "rolled back");
+        Ok(RolledBack { from: current, to: target.clone(), job: job_now })
+    }
+
+    /// Stops the host gracefully: no new runs start (scheduled fires,
+    /// retries, queued and manual runs are refused), runs in flight get
+    /// `grace` to finish, then are cancelled and recorded `cancelled`; the
+    /// store is closed once every outcome is written. Runs that do not end
+    /// even after cancellation (a native job that never checks
+    /// [`should_stop`](crate::runtime::NativeContext::should_stop)) are
+    /// abandoned: the next host marks them crashed.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        let started = std::time::Instant::now();
+        let _ = self.loader.send(Unwatch).await;
         if let Some(s) = &self.scheduler {
             let _ = s.send(Shutdown).await;
         }
+        let supervisors: Vec<Addr<JobSupervisor>> = match self.loader.send(AllSupervisors).await {
+            Ok(all) => all.into_iter().map(|(_, s)| s).collect(),
+            Err(_) => Vec::new(),
+        };
+        let in_flight = drain(&supervisors, false).await;
+        let mut report = ShutdownReport { in_flight: in_flight.len(), ..ShutdownReport::default() };
+        if !in_flight.is_empty() {
+            tracing::info!(
+                running = in_flight.len(),
+                grace_secs = grace.as_secs_f64(),
+                "waiting for running executions"
+            );
+        }
+        // A grace too long to add (Duration::MAX: "wait for ever") is a year.
+        let until = started.checked_add(grace).unwrap_or_else(|| started + Duration::from_secs(365 * 24 * 3600));
+        let mut running = wait_drained(&supervisors, in_flight, false, until).await;
+        if !running.is_empty() {
+            tracing::warn!(running = running.len(), "grace period over; cancelling the executions still running");
+            report.cancelled = drain(&supervisors, true).await.into_iter().filter(|id| id.0 > 0).collect();
+            running = wait_drained(&supervisors, running, true, std::time::Instant::now() + CANCEL_WAIT).await;
+        }
+        if !running.is_empty() {
+            tracing::error!(running = ?running, "executions did not stop after cancellation; the next host marks them crashed");
+        }
+        report.abandoned = running;
         self.store.close().await;
+        report.took = started.elapsed();
+        tracing::info!(
+            in_flight = report.in_flight,
+            cancelled = report.cancelled.len(),
+            abandoned = report.abandoned.len(),
+            took_ms = report.took.as_millis() as u64,
+            "host stopped"
+        );
+        report
+    }
+
+    /// [`shutdown`](Host::shutdown) without a grace period: runs in flight
+    /// are cancelled at once (and recorded `cancelled`).
+    pub async fn stop(self) {
+        self.shutdown(Duration::ZERO).await;
+    }
+}
+
+/// Why a rollback was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RollbackError {
+    /// Native jobs are code in the host: there is nothing to roll back.
+    #[error("{0:?} is a native job; its code is part of the host and has no versions to roll back to")]
+    Native(String),
+    /// No earlier, different, kept version.
+    #[error("job {job:?} has no earlier version to roll back to (the last {KEEP_VERSIONS} versions are kept)")]
+    NoEarlier {
+        /// The job.
+        job: String,
+    },
+    /// No version matches.
+    #[error("job {job:?} has no version {to:?}")]
+    UnknownVersion {
+        /// The job.
+        job: String,
+        /// What was asked for.
+        to: String,
+    },
+    /// The version's code is no longer kept.
+    #[error("version {version} of job {job:?} is too old: only the last {KEEP_VERSIONS} versions' components are kept")]
+    NotKept {
+        /// The job.
+        job: String,
+        /// The version asked for.
+        version: i64,
+    },
+    /// The version asked for is the live code already.
+    #[error("version {version} of job {job:?} has the same code as the live version {current}; nothing to do")]
+    AlreadyLive {
+        /// The job.
+        job: String,
+        /// The version asked for.
+        version: i64,
+        /// The live version.
+        current: i64,
+    },
+    /// `to` is neither a version nor a digest prefix.
+    #[error("{0}")]
+    BadTarget(String),
+}
+
+/// A rollback that went live.
+#[derive(Debug, Clone)]
+pub struct RolledBack {
+    /// The version live before.
+    pub from: i64,
+    /// The version whose code is live again.
+    pub to: VersionRecord,
+    /// The job now (its new version number has `to`'s digest).
+    pub job: JobRecord,
+}
+
+/// How long cancelled executions get to record their end before the host
+/// stops without them.
+pub const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+/// How a [`Host::shutdown`] went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Executions running (or being started) when the shutdown began.
+    pub in_flight: usize,
+    /// Executions cancelled when the grace period ran out.
+    pub cancelled: Vec<ExecutionId>,
+    /// Executions that did not end even after cancellation.
+    pub abandoned: Vec<ExecutionId>,
+    /// How long the shutdown took.
+    pub took: Duration,
+}
+
+/// Tells every supervisor to start nothing new; returns what is in flight.
+async fn drain(supervisors: &[Addr<JobSupervisor>], cancel: bool) -> Vec<ExecutionId> {
+    let mut running = Vec::new();
+    for s in supervisors {
+        if let Ok(ids) = s.send(Drain { cancel }).await {
+            running.extend(ids);
+        }
+    }
+    running
+}
+
+/// Polls the supervisors (cancelling what starts meanwhile, with `cancel`)
+/// until nothing is in flight or `deadline` passes; returns what is still
+/// running.
+async fn wait_drained(
+    supervisors: &[Addr<JobSupervisor>],
+    mut running: Vec<ExecutionId>,
+    cancel: bool,
+    deadline: std::time::Instant,
+) -> Vec<ExecutionId> {
+    while !running.is_empty() && std::time::Instant::now() < deadline {
+        actix_rt::time::sleep(Duration::from_millis(20).min(deadline - std::time::Instant::now())).await;
+        running = drain(supervisors, cancel).await;
+    }
+    running
+}
+
+/// Builds a [`Host`] for an application that embeds Sundial. Everything has
+/// a default: an empty configuration, `sundial.db` and `jobs/` in the
+/// working directory, the system clock, scheduling on.
+///
+/// ```no_run
+/// # async fn example(pool: sqlx::SqlitePool) -> Result<(), sundial::host::HostError> {
+/// use std::time::Duration;
+/// let host = sundial::host::Host::builder()
+///     .database_pool(pool)   // or .database_url("sqlite://app.db")
+///     .jobs_dir("jobs")
+///     .start()
+///     .await?;
+/// // … serve, run jobs, subscribe to events …
+/// host.shutdown(Duration::from_secs(30)).await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct HostBuilder {
+    options: HostOptions,
+}
+
+impl Default for HostBuilder {
+    fn default() -> Self {
+        HostBuilder::new()
+    }
+}
+
+impl HostBuilder {
+    /// Defaults: no configuration file, the system clock, scheduling on.
+    pub fn new() -> Self {
+        let config = Config { base_dir: PathBuf::from("."), ..Config::default() };
+        HostBuilder { options: HostOptions::new(config) }
+    }
+
+    /// Job settings, grants, defaults (as in `sundial.toml`; relative paths
+    /// resolve against `config.base_dir`).
+    pub fn config(mut self, config: Config) -> Self {
+        self.options.config = config;
+        self
+    }
+
+    /// Sundial's database by URL (`sqlite://path`).
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.options.database_url = Some(url.into());
+        self.options.database_pool = None;
+        self
+    }
+
+    /// Keeps Sundial's tables in the database of the application's pool,
+    /// which Sundial also uses for its reads. The same file is the default
+    /// database that jobs granted database access work on.
+    pub fn database_pool(mut self, pool: sqlx::SqlitePool) -> Self {
+        self.options.database_pool = Some(pool);
+        self.options.database_url = None;
+        self
+    }
+
+    /// The directory of `*.wasm` job components (created if missing, and
+    /// watched: components dropped into it go live).
+    pub fn jobs_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.options.jobs_dir = Some(dir.into());
+        self
+    }
+
+    /// Where compiled components are cached.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.options.config.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// The clock (a [`ManualClock`](crate::clock::ManualClock) in tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.options.clock = clock;
+        self
+    }
+
+    /// A job implemented in Rust, run in-process and scheduled, recorded and
+    /// shown like component jobs.
+    pub fn native_job(mut self, job: impl NativeJob) -> Self {
+        self.options.native_jobs.push(Arc::new(job));
+        self
+    }
+
+    /// Whether to fire schedules (off: jobs run only when asked).
+    pub fn schedule(mut self, on: bool) -> Self {
+        self.options.schedule = on;
+        self
+    }
+
+    /// This host's name in execution rows (default `hostname:pid`).
+    pub fn node_name(mut self, name: impl Into<String>) -> Self {
+        self.options.node = name.into();
+        self
+    }
+
+    /// Opens the store, loads the jobs and (unless turned off) starts
+    /// scheduling. Must be called inside an actix system (an
+    /// `#[actix_web::main]` application is one).
+    pub async fn start(self) -> Result<Host, HostError> {
+        let dir = self.options.jobs_dir();
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| LoaderError::Dir { dir: dir.clone(), message: format!("cannot create it: {e}") })?;
+        }
+        Host::start(self.options).await
     }
 }

@@ -19,6 +19,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Applications that embed Sundial start it with [`host::Host::builder`]
+//! (their own database pool, native jobs, the API mounted in their own
+//! actix-web app): see the [`embedding`] guide.
+//!
 //! Layout: `runtime/` knows wasmtime and nothing of actix; `actors/` knows
 //! actix and nothing of wasmtime internals; `store/` owns all SQL;
 //! `schedule/` is the pure crontab and time-zone logic.
@@ -30,10 +34,13 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+#[doc = include_str!("../../docs/embedding.md")]
+pub mod embedding {}
 pub mod events;
 pub mod host;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod runtime;
 pub mod schedule;
 pub mod store;

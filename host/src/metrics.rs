@@ -64,6 +64,7 @@ struct Inner {
     durations: BTreeMap<String, Histogram>,
     lateness: Histogram,
     running: BTreeMap<String, i64>,
+    overruns: BTreeMap<String, u64>,
     events_missed: u64,
 }
 
@@ -83,6 +84,7 @@ impl Metrics {
                 durations: BTreeMap::new(),
                 lateness: Histogram::new(&LATENESS_BUCKETS),
                 running: BTreeMap::new(),
+                overruns: BTreeMap::new(),
                 events_missed: 0,
             }),
         })
@@ -140,6 +142,7 @@ impl Metrics {
                     }
                 }
             }
+            Event::ExecutionOverrun { job, .. } => *m.overruns.entry(job.clone()).or_default() += 1,
             Event::ExecutionProgress { .. } | Event::JobChanged { .. } | Event::SchedulerChanged { .. } => {}
         }
     }
@@ -180,6 +183,10 @@ impl Metrics {
         header(&mut out, "sundial_running_executions", "gauge", "Executions running on this host now.");
         for (name, n) in &m.running {
             let _ = writeln!(out, "sundial_running_executions{{{}}} {n}", job(name));
+        }
+        header(&mut out, "sundial_overruns_total", "counter", "Executions that ran past their expected duration.");
+        for (name, n) in &m.overruns {
+            let _ = writeln!(out, "sundial_overruns_total{{{}}} {n}", job(name));
         }
         header(&mut out, "sundial_job_enabled", "gauge", "1 if the job's switch is on.");
         for j in jobs {

@@ -516,6 +516,8 @@ pub struct VersionRecord {
     pub first_seen: DateTime<Utc>,
     /// Executions that ran it.
     pub executions: i64,
+    /// Whether its component is kept, so the job can be rolled back to it.
+    pub kept: bool,
 }
 
 /// Where a job's effective schedule comes from.

@@ -211,12 +211,12 @@ impl Loader {
         let unchanged = self.job_at(&path).and_then(|n| self.supervisors.get(&n)).map(|l| l.digest.clone());
         let file = path.clone();
         let work = async move {
-            let bytes = read_component(&file)?;
+            let bytes: Arc<[u8]> = read_component(&file)?.into();
             if unchanged.as_deref() == Some(crate::runtime::digest(&bytes).as_str()) {
                 return Ok(None);
             }
-            let version = runtime.load(bytes).await.map_err(|e| (None, e.to_string()))?;
-            register(&repo, &config, JobCode::Component(version)).await.map(Some)
+            let version = runtime.load(bytes.clone()).await.map_err(|e| (None, e.to_string()))?;
+            register(&repo, &config, JobCode::Component(version), Some(bytes)).await.map(Some)
         };
         self.loading.insert(path.clone());
         ctx.spawn(work.into_actor(self).map(move |res, act, _| {
@@ -376,7 +376,7 @@ impl Handler<LoadAll> for Loader {
             let mut results: Vec<(PathBuf, LoadResult)> = Vec::new();
             for job in native {
                 let name = job.info().name;
-                let r = register(&repo, &config, JobCode::Native(job)).await;
+                let r = register(&repo, &config, JobCode::Native(job), None).await;
                 results.push((native_origin(&name), r));
             }
             for path in files {
@@ -411,13 +411,13 @@ impl Handler<LoadAll> for Loader {
 }
 
 async fn load_one(runtime: &Runtime, repo: &Addr<Repository>, config: &Config, path: &Path) -> LoadResult {
-    let bytes = read_component(path)?;
-    let version: Arc<ComponentVersion> = runtime.load(bytes).await.map_err(|e| (None, e.to_string()))?;
-    register(repo, config, JobCode::Component(version)).await
+    let bytes: Arc<[u8]> = read_component(path)?.into();
+    let version: Arc<ComponentVersion> = runtime.load(bytes.clone()).await.map_err(|e| (None, e.to_string()))?;
+    register(repo, config, JobCode::Component(version), Some(bytes)).await
 }
 
-/// Records a validated job with the repository.
-async fn register(repo: &Addr<Repository>, config: &Config, code: JobCode) -> LoadResult {
+/// Records a validated job (and its bytes, kept for rollback) with the repository.
+async fn register(repo: &Addr<Repository>, config: &Config, code: JobCode, component: Option<Arc<[u8]>>) -> LoadResult {
     let info = code.info();
     let name = info.name.clone();
     let job_config = config.job(&info).map_err(|e| (Some(name.clone()), e.to_string()))?;
@@ -429,6 +429,7 @@ async fn register(repo: &Addr<Repository>, config: &Config, code: JobCode) -> Lo
         timezone: job_config.timezone.clone(),
         enabled: job_config.enabled,
         digest: code.digest(),
+        component,
     };
     let job = match repo.send(UpsertJob { def }).await {
         Ok(Ok(job)) => job,
@@ -462,7 +463,7 @@ impl Handler<GetSupervisor> for Loader {
 #[rtype(result = "Result<JobRecord, DeployError>")]
 pub struct DeployComponent {
     /// The file's bytes.
-    pub bytes: Vec<u8>,
+    pub bytes: Arc<[u8]>,
     /// The validated component.
     pub version: Arc<ComponentVersion>,
 }
@@ -483,7 +484,7 @@ impl Handler<DeployComponent> for Loader {
         let config = self.config.clone();
         let work = async move {
             write_atomically(&path, &msg.bytes).map_err(|e| DeployError::Write(e.to_string()))?;
-            let registered = register(&repo, &config, JobCode::Component(msg.version)).await;
+            let registered = register(&repo, &config, JobCode::Component(msg.version), Some(msg.bytes)).await;
             registered.map(|r| (path, r)).map_err(|(_, e)| DeployError::Register(e))
         };
         Box::pin(work.into_actor(self).map(|res, act, _| {
@@ -542,8 +543,17 @@ impl Handler<Watch> for Loader {
         let addr = ctx.address();
         let handler = move |event: notify::Result<notify::Event>| match event {
             Ok(e) => {
+                use notify::event::{EventKind, ModifyKind, RenameMode};
+                // A file renamed into place is complete (atomic installs,
+                // `sundial deploy`): no need to wait for it to go quiet.
+                let renamed_to = match e.kind {
+                    EventKind::Modify(ModifyKind::Name(RenameMode::To)) => e.paths.first().cloned(),
+                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => e.paths.get(1).cloned(),
+                    _ => None,
+                };
                 for path in e.paths {
-                    addr.do_send(FileEvent { path });
+                    let complete = renamed_to.as_ref() == Some(&path);
+                    addr.do_send(FileEvent { path, complete });
                 }
             }
             Err(e) => tracing::warn!(error = %e, "watching the jobs directory"),
@@ -557,11 +567,29 @@ impl Handler<Watch> for Loader {
     }
 }
 
+/// Sent when the host stops: stop watching the jobs directory.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Unwatch;
+
+impl Handler<Unwatch> for Loader {
+    type Result = ();
+
+    fn handle(&mut self, _: Unwatch, _: &mut Context<Self>) {
+        if self.watcher.take().is_some() {
+            tracing::debug!(dir = %self.dir.display(), "no longer watching the jobs directory");
+        }
+        self.pending.clear();
+    }
+}
+
 /// Sent by the watcher: something happened to a file in the jobs directory.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 struct FileEvent {
     path: PathBuf,
+    /// The file was renamed into place, so it is whole: load it now.
+    complete: bool,
 }
 
 impl Handler<FileEvent> for Loader {
@@ -572,6 +600,10 @@ impl Handler<FileEvent> for Loader {
         let hidden = path.file_name().is_none_or(|n| n.to_string_lossy().starts_with('.'));
         if hidden || path.extension().is_none_or(|e| e != "wasm") || path.parent() != Some(self.dir.as_path()) {
             return;
+        }
+        if msg.complete {
+            self.pending.remove(&path);
+            return self.settle(path, ctx);
         }
         let first = !self.pending.contains_key(&path);
         self.pending.insert(path.clone(), Instant::now());

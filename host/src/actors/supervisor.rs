@@ -53,9 +53,13 @@ pub struct JobSupervisor {
     node: String,
     events: Events,
     active: HashMap<ExecutionId, (CancelToken, Arc<Progress>)>,
+    /// Executions whose guest has ended and whose row is being written.
+    finishing: std::collections::HashSet<ExecutionId>,
     /// Runs that passed the gate but have no row yet.
     starting: usize,
     queued: Option<StartRequest>,
+    /// Set by [`Drain`]: the host is stopping, nothing new starts.
+    draining: bool,
 }
 
 /// What a supervisor needs at creation.
@@ -110,8 +114,10 @@ impl JobSupervisor {
             node: s.node,
             events: s.events,
             active: HashMap::new(),
+            finishing: Default::default(),
             starting: 0,
             queued: None,
+            draining: false,
         }
     }
 
@@ -119,7 +125,7 @@ impl JobSupervisor {
         if self.starting > 0 {
             return Some(ExecutionId(0));
         }
-        self.active.keys().min().copied()
+        self.active.keys().filter(|id| !self.finishing.contains(id)).min().copied()
     }
 
     /// The run's arguments, completed with the job's configured ones (the
@@ -172,6 +178,11 @@ impl JobSupervisor {
     /// Passes the gate and starts, queues or skips. Replies with the execution
     /// id once its row exists.
     fn submit(&mut self, req: StartRequest, ctx: &mut Context<Self>) -> Result<Option<ExecutionId>, RunRejected> {
+        if self.draining {
+            tracing::info!(job = %self.job.name, trigger = %req.trigger, scheduled_for = %req.scheduled_for,
+                "not started: the host is stopping");
+            return Err(RunRejected::Stopping);
+        }
         if let Some(active) = self.busy() {
             match self.config.overlap {
                 OverlapPolicy::Allow => {}
@@ -252,11 +263,13 @@ impl JobSupervisor {
             attempt: req.attempt,
         });
         ctx.run_later(self.config.expected_duration, move |act, _| {
-            if act.active.contains_key(&id) {
+            if act.active.contains_key(&id) && !act.finishing.contains(&id) {
                 tracing::warn!(job = %act.job.name, execution = %id,
                     expected_secs = act.config.expected_duration.as_secs(),
                     "execution is running longer than expected");
                 act.repo.do_send(FlagOverrun { id });
+                let expected_secs = act.config.expected_duration.as_secs();
+                let _ = act.events.send(Event::ExecutionOverrun { id, job: act.job.name.clone(), expected_secs });
             }
         });
         let runtime = self.runtime.clone();
@@ -287,21 +300,31 @@ impl JobSupervisor {
             let repo = self.repo.clone();
             ctx.run_later(wait, move |_, _| repo.do_send(MarkRunning { id }));
         }
-        let run = async move {
-            let report = runtime.execute_at(code, invocation, at).await;
-            let saved = repo.send(FinishExecution { id, report: report.clone() }).await;
-            (report, saved)
-        };
-        ctx.spawn(run.into_actor(self).map(move |(report, saved), act, ctx| {
-            act.active.remove(&id);
+        let run = async move { runtime.execute_at(code, invocation, at).await };
+        ctx.spawn(run.into_actor(self).map(move |report, act, ctx| {
+            // The guest is done: the overlap gate opens now, not once the row
+            // is written, so a run asked for as soon as the row shows the end
+            // is not refused. The execution stays in flight (for shutdown)
+            // until its row is final.
+            act.finishing.insert(id);
             ctx.cancel_future(progress_timer);
-            match saved {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(job = %act.job.name, execution = %id,
-                    error = %format!("{:#}", anyhow::Error::new(e)), "cannot record how the execution ended"),
-                Err(e) => tracing::error!(job = %act.job.name, execution = %id, error = %e, "repository unavailable"),
-            }
-            act.finished(id, req, report, ctx);
+            let save = async move {
+                let saved = repo.send(FinishExecution { id, report: report.clone() }).await;
+                (report, saved)
+            };
+            ctx.spawn(save.into_actor(act).map(move |(report, saved), act, ctx| {
+                act.active.remove(&id);
+                act.finishing.remove(&id);
+                match saved {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(job = %act.job.name, execution = %id,
+                        error = %format!("{:#}", anyhow::Error::new(e)), "cannot record how the execution ended"),
+                    Err(e) => {
+                        tracing::error!(job = %act.job.name, execution = %id, error = %e, "repository unavailable")
+                    }
+                }
+                act.finished(id, req, report, ctx);
+            }));
         }));
     }
 
@@ -390,6 +413,9 @@ pub enum RunRejected {
     /// The execution row could not be written, so the guest was not called.
     #[error("the run could not be recorded, so it was not started (see the host log)")]
     NotRecorded,
+    /// The host is shutting down and starts nothing new.
+    #[error("the host is stopping and starts no new runs")]
+    Stopping,
 }
 
 /// Sent by the scheduler when a scheduled instant is due.
@@ -577,6 +603,41 @@ impl Handler<CancelRun> for JobSupervisor {
     }
 }
 
+/// Sent when the host stops: start nothing new (scheduled fires, retries,
+/// queued or manual runs) and reply with what is still in flight; with
+/// `cancel`, also cancel it. Sent again to poll until nothing is.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<ExecutionId>")]
+pub struct Drain {
+    /// Cancel the runs in flight.
+    pub cancel: bool,
+}
+
+impl Handler<Drain> for JobSupervisor {
+    type Result = MessageResult<Drain>;
+
+    fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
+        if msg.cancel {
+            for (id, (token, _)) in &self.active {
+                if !token.is_cancelled() {
+                    tracing::info!(job = %self.job.name, execution = %id, "cancelling: the host is stopping");
+                    token.cancel_for_shutdown();
+                }
+            }
+        }
+        if !self.draining {
+            self.draining = true;
+            if let Some(q) = self.queued.take() {
+                tracing::info!(job = %self.job.name, trigger = %q.trigger, "queued run dropped: the host is stopping");
+            }
+        }
+        let mut running: Vec<ExecutionId> = self.active.keys().copied().collect();
+        // A run whose row is being written has no id yet.
+        running.extend(std::iter::repeat_n(ExecutionId(0), self.starting));
+        MessageResult(running)
+    }
+}
+
 /// What interfaces show about a job that only its supervisor knows.
 #[derive(Debug, Clone)]
 pub struct JobSnapshot {
@@ -589,6 +650,31 @@ pub struct JobSnapshot {
     pub info: crate::model::JobInfo,
     /// Running executions: `(id, progress)`.
     pub running: Vec<(ExecutionId, LiveProgress)>,
+}
+
+impl JobSnapshot {
+    /// Where what the job asks for (`describe`) and what it is granted
+    /// differ: HTTP hosts either way, and too little database access.
+    pub fn grant_mismatches(&self) -> Vec<String> {
+        use crate::model::{Capability, DbAccess};
+        let mut mismatches = crate::config::http_grant_mismatches(&self.info, &self.config.limits.http);
+        let asked = self.info.capabilities.iter().find_map(|c| match c {
+            Capability::Database(a) => Some(*a),
+            _ => None,
+        });
+        let granted = self.config.database;
+        let enough = |asked| match asked {
+            DbAccess::None => true,
+            DbAccess::ReadOnly => granted != DbAccess::None,
+            DbAccess::ReadWrite => granted == DbAccess::ReadWrite,
+        };
+        if let Some(asked) = asked
+            && !enough(asked)
+        {
+            mismatches.push(format!("requests {asked} database access but is granted {granted}"));
+        }
+        mismatches
+    }
 }
 
 /// A running execution's progress.

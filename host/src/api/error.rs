@@ -100,7 +100,7 @@ impl From<HostError> for ApiError {
                 let active = (active.0 > 0).then_some(active.0);
                 ApiError::new(StatusCode::CONFLICT, e.to_string()).with("active_execution_id", json!(active))
             }
-            HostError::Rejected(RunRejected::NotRecorded) => {
+            HostError::Rejected(RunRejected::NotRecorded | RunRejected::Stopping) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
             HostError::InvalidSchedule(_) => ApiError::bad_request(e.to_string()),
@@ -111,6 +111,17 @@ impl From<HostError> for ApiError {
                 | crate::actors::loader::DeployError::Config(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
                 _ => ApiError::internal(e),
             },
+            HostError::Rollback(ref r) => {
+                use crate::host::RollbackError as R;
+                let status = match r {
+                    R::UnknownVersion { .. } => StatusCode::NOT_FOUND,
+                    R::BadTarget(_) => StatusCode::BAD_REQUEST,
+                    R::Native(_) | R::NoEarlier { .. } | R::NotKept { .. } | R::AlreadyLive { .. } => {
+                        StatusCode::CONFLICT
+                    }
+                };
+                ApiError::new(status, e.to_string())
+            }
             HostError::Store(s) => s.into(),
             HostError::Mailbox(_) | HostError::Abandoned => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the host is stopping")

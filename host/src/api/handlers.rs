@@ -15,7 +15,6 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{ApiError, ApiState, MAX_JSON_BYTES, MAX_PAGE, security};
 use crate::actors::supervisor::{JobSnapshot, LiveProgress};
-use crate::config::http_grant_mismatches;
 use crate::model::{ExecutionId, ExecutionRecord, ExecutionStatus, JobRecord, RunArgs};
 use crate::runtime::MAX_COMPONENT_BYTES;
 use crate::schedule::Schedule;
@@ -62,6 +61,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig, state: Data) {
     cfg.app_data(state).app_data(json).app_data(query).app_data(path).service(
         web::scope("")
             .wrap(from_fn(security::guard))
+            .route("", web::get().to(to_index))
             .route("/", web::get().to(index))
             .route("/ui/app.js", web::get().to(app_js))
             .route("/ui/style.css", web::get().to(style_css))
@@ -77,6 +77,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig, state: Data) {
             .route("/api/scheduler/jobs/{id}/schedule", web::put().to(set_schedule))
             .route("/api/scheduler/jobs/{id}/schedule", web::delete().to(reset_schedule))
             .route("/api/scheduler/jobs/{id}/run", web::post().to(run))
+            .route("/api/scheduler/jobs/{id}/rollback", web::post().to(rollback))
             .route("/api/scheduler/jobs/{id}/executions", web::get().to(executions))
             .route("/api/scheduler/executions/{id}", web::get().to(execution))
             .route("/api/scheduler/executions/{id}/cancel", web::post().to(cancel))
@@ -95,6 +96,13 @@ fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
         .insert_header((header::CONTENT_TYPE, content_type))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(body)
+}
+
+/// `/prefix` → `/prefix/`, so the UI's relative links resolve under the
+/// prefix an application mounted it at.
+async fn to_index(req: HttpRequest) -> HttpResponse {
+    let location = format!("{}/", req.path());
+    HttpResponse::PermanentRedirect().insert_header((header::LOCATION, location)).finish()
 }
 
 async fn index() -> HttpResponse {
@@ -370,10 +378,7 @@ async fn job_json(state: &ApiState, id: &str) -> Result<Value, ApiError> {
     if let (Value::Object(m), Some(s)) = (&mut v, snap) {
         let c = &s.config;
         let requested: Vec<String> = s.info.capabilities.iter().map(ToString::to_string).collect();
-        let mut mismatches = http_grant_mismatches(&s.info, &c.limits.http);
-        if let Some(m) = database_mismatch(&s) {
-            mismatches.push(m);
-        }
+        let mismatches = s.grant_mismatches();
         m.insert(
             "grants".into(),
             json!({
@@ -388,6 +393,7 @@ async fn job_json(state: &ApiState, id: &str) -> Result<Value, ApiError> {
             json!({
                 "timeout_secs": c.limits.timeout.as_secs_f64(),
                 "memory_mib": c.limits.memory_bytes / (1024 * 1024),
+                "http_rate_per_sec": c.limits.http_rate.as_ref().map(|r| r.per_sec()),
             }),
         );
         m.insert(
@@ -407,21 +413,6 @@ async fn job_json(state: &ApiState, id: &str) -> Result<Value, ApiError> {
 }
 
 /// "requests read-write database access but is granted read-only", if so.
-fn database_mismatch(s: &JobSnapshot) -> Option<String> {
-    use crate::model::{Capability, DbAccess};
-    let asked = s.info.capabilities.iter().find_map(|c| match c {
-        Capability::Database(a) => Some(*a),
-        _ => None,
-    })?;
-    let granted = s.config.database;
-    let enough = match asked {
-        DbAccess::None => true,
-        DbAccess::ReadOnly => granted != DbAccess::None,
-        DbAccess::ReadWrite => granted == DbAccess::ReadWrite,
-    };
-    (!enough).then(|| format!("requests {asked} database access but is granted {granted}"))
-}
-
 async fn job(state: Data, id: web::Path<String>) -> Reply {
     Ok(HttpResponse::Ok().json(job_json(&state, &id).await?))
 }
@@ -463,15 +454,19 @@ struct RunBody {
     args: std::collections::BTreeMap<String, String>,
 }
 
+/// A JSON body that may be absent (or blank): then the default.
+async fn optional_json<T: Default + serde::de::DeserializeOwned>(body: web::Payload) -> Result<T, ApiError> {
+    let bytes = read_body(body, MAX_JSON_BYTES).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
 async fn run(state: Data, id: web::Path<String>, body: web::Payload) -> Reply {
     let job = find_job(&state, &id).await?;
     // The body is optional: none runs with no options.
-    let bytes = read_body(body, MAX_JSON_BYTES).await?;
-    let body: RunBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        RunBody::default()
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
-    };
+    let body: RunBody = optional_json(body).await?;
     if let Some(d) = &body.date
         && chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err()
     {
@@ -484,6 +479,37 @@ async fn run(state: Data, id: web::Path<String>, body: web::Payload) -> Reply {
         RunArgs { date: body.date, limit: body.limit, dry_run: body.dry_run, args: body.args.into_iter().collect() };
     let started = state.host.start_run(&job.name, args).await?;
     Ok(HttpResponse::Accepted().json(json!({"execution_id": started.id, "job": job.name})))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    /// A version number or a digest prefix.
+    to: Option<RollbackTarget>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RollbackTarget {
+    Version(i64),
+    Text(String),
+}
+
+async fn rollback(state: Data, id: web::Path<String>, body: web::Payload) -> Reply {
+    let job = find_job(&state, &id).await?;
+    let body: RollbackBody = optional_json(body).await?;
+    let to = body.to.map(|t| match t {
+        RollbackTarget::Version(v) => v.to_string(),
+        RollbackTarget::Text(s) => s,
+    });
+    let done = state.host.rollback(&job.name, to.as_deref()).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "job": done.job.name,
+        "from_version": done.from,
+        "to_version": done.to.version,
+        "version": done.job.component_version,
+        "digest": done.job.component_digest,
+    })))
 }
 
 #[derive(Deserialize)]

@@ -2,7 +2,7 @@
 //! and for applications embedding the host ([`configure`]).
 //!
 //! The contract is `docs/http-api.md` (and `/api/openapi.json`). Secure by
-//! default ([`guard`]): loopback only unless a token is configured, a bearer
+//! default (the `guard` middleware): loopback only unless a token is configured, a bearer
 //! token on every state-changing request, `Host` and `Origin` checked against
 //! DNS rebinding and cross-site requests, bounded bodies and pages.
 
@@ -16,7 +16,7 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 
 pub use error::ApiError;
-pub use security::{ApiOptions, SecurityError};
+pub use security::{ApiOptions, SecurityError, check_token, random_token};
 
 use crate::host::Host;
 

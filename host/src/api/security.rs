@@ -67,8 +67,8 @@ impl ApiOptions {
     }
 }
 
-/// Checks a configured token.
-pub(crate) fn check_token(token: &str) -> Result<String, SecurityError> {
+/// Checks a configured token (at least 16 characters); returns it trimmed.
+pub fn check_token(token: &str) -> Result<String, SecurityError> {
     let token = token.trim();
     if token.chars().count() < MIN_TOKEN_LEN {
         return Err(SecurityError::WeakToken(token.chars().count()));
@@ -76,8 +76,8 @@ pub(crate) fn check_token(token: &str) -> Result<String, SecurityError> {
     Ok(token.to_string())
 }
 
-/// 32 random bytes, hex.
-pub(crate) fn random_token() -> Result<String, SecurityError> {
+/// A new random API token: 32 random bytes, hex.
+pub fn random_token() -> Result<String, SecurityError> {
     let mut bytes = [0u8; 32];
     getrandom::getrandom(&mut bytes).map_err(|e| SecurityError::Random(e.to_string()))?;
     Ok(hex::encode(bytes))
@@ -142,9 +142,10 @@ impl Security {
     }
 }
 
-/// Paths anyone who can reach the port may read.
+/// Paths anyone who can reach the port may read (relative to where the API
+/// is mounted).
 fn public_path(path: &str) -> bool {
-    path == "/" || path == "/healthz" || path == "/metrics" || path.starts_with("/ui/")
+    path.is_empty() || path == "/" || path == "/healthz" || path == "/metrics" || path.starts_with("/ui/")
 }
 
 /// The middleware: every request passes the host, origin and token checks,
@@ -182,12 +183,14 @@ pub(crate) async fn guard(
             .into());
         }
     }
+    // The path below the prefix an application mounted the API at (if any).
+    let path = req.match_info().unprocessed();
     let reads = matches!(*req.method(), Method::GET | Method::HEAD);
-    let needs_token = !reads || (sec.reads_need_token && !public_path(req.path()));
+    let needs_token = !reads || (sec.reads_need_token && !public_path(path));
     if needs_token && !sec.authorized(&req) {
         return Err(ApiError::unauthorized().into());
     }
-    let api = req.path().starts_with("/api/");
+    let api = path.starts_with("/api/");
     let mut res = next.call(req).await?;
     let headers = res.headers_mut();
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

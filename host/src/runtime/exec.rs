@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::Runtime;
 use super::bindings::{Job, types as wit};
 use super::component::ComponentVersion;
 use super::host::{CancelToken, HostFailure, HostState, Interrupt, LOG_CAP_BYTES, Limiter, LogBuffer, Progress};
 use super::http::HttpGuard;
+use super::output::CappedPipe;
 use crate::model::{ErrorClass, ExecutionStatus, HttpAllowlist, RunContext, RunReport, Trigger};
 use crate::store::appdb::AppSession;
 
@@ -25,11 +25,18 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Hosts the guest may reach over HTTP (none by default).
     pub http: HttpAllowlist,
+    /// Outbound HTTP requests a second across the job's executions (none: unlimited).
+    pub http_rate: Option<super::http::HttpRateLimit>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout: Duration::from_secs(300), memory_bytes: 256 << 20, http: HttpAllowlist::default() }
+        Limits {
+            timeout: Duration::from_secs(300),
+            memory_bytes: 256 << 20,
+            http: HttpAllowlist::default(),
+            http_rate: None,
+        }
     }
 }
 
@@ -79,8 +86,8 @@ fn new_store_with(
         let cancel = cancel.clone();
         session.interrupt_when(move || cancel.is_cancelled() || Instant::now() >= deadline);
     }
-    let stdout = MemoryOutputPipe::new(LOG_CAP_BYTES);
-    let stderr = MemoryOutputPipe::new(LOG_CAP_BYTES);
+    let stdout = CappedPipe::new(LOG_CAP_BYTES);
+    let stderr = CappedPipe::new(LOG_CAP_BYTES);
     let wasi = WasiCtxBuilder::new()
         .stdout(stdout.clone())
         .stderr(stderr.clone())
@@ -182,7 +189,7 @@ pub(crate) fn classify(
             );
         }
         Some(Interrupt::Cancelled) => {
-            return (ExecutionStatus::Cancelled, ErrorClass::Cancelled, "cancelled by an operator".into());
+            return (ExecutionStatus::Cancelled, ErrorClass::Cancelled, state.cancel.reason().into());
         }
         None => {}
     }
@@ -201,7 +208,7 @@ pub(crate) fn classify(
         None => format!("guest trapped: {err:#}"),
     };
     // A Rust guest prints its panic message to stderr before trapping.
-    let stderr = String::from_utf8_lossy(&state.stderr.contents()).to_string();
+    let stderr = String::from_utf8_lossy(&state.stderr.contents().0).to_string();
     if let Some(panic) = stderr.lines().skip_while(|l| !l.contains("panicked at")).nth(1) {
         message = format!("{message} (panic: {panic})");
     }
@@ -213,11 +220,29 @@ fn humantime(d: Duration) -> String {
     if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
+/// Largest result message (summary) a guest may return; error messages
+/// are cut to it.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// `message` cut to [`MAX_MESSAGE_BYTES`] on a character boundary, marked.
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let total = message.len();
+        let mut cut = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str(&format!("… ({total} bytes, cut)"));
+    }
+    message
+}
+
 pub(crate) fn guest_error(e: wit::JobError) -> (ErrorClass, String) {
     match e {
-        wit::JobError::Skip(m) => (ErrorClass::Skip, m),
-        wit::JobError::Retryable(m) => (ErrorClass::Retryable, m),
-        wit::JobError::Fatal(m) => (ErrorClass::Fatal, m),
+        wit::JobError::Skip(m) => (ErrorClass::Skip, bounded(m)),
+        wit::JobError::Retryable(m) => (ErrorClass::Retryable, bounded(m)),
+        wit::JobError::Fatal(m) => (ErrorClass::Fatal, bounded(m)),
     }
 }
 
@@ -225,7 +250,7 @@ pub(crate) fn guest_error(e: wit::JobError) -> (ErrorClass, String) {
 /// instantiated, so that at the scheduled instant only the guest call is left.
 pub(crate) struct Prepared {
     store: Store<HostState>,
-    job: Result<Job, String>,
+    job: wasmtime::Result<Job>,
     wctx: wit::Context,
     timeout: Duration,
     version: Arc<ComponentVersion>,
@@ -241,8 +266,9 @@ pub(crate) fn prepare(rt: &Runtime, version: &Arc<ComponentVersion>, inv: Invoca
     let mut store =
         new_store_with(rt, &ctx.job_name, ctx.execution_id.0, deadline, limits.memory_bytes, db, progress, cancel);
     store.data_mut().http.allowlist = limits.http;
+    store.data_mut().http.rate = limits.http_rate;
     let wctx = wit_context(&ctx);
-    let job = version.pre.instantiate(&mut store).map_err(|e| format!("cannot instantiate the component: {e:#}"));
+    let job = version.pre.instantiate(&mut store);
     Prepared { store, job, wctx, timeout: limits.timeout, version: version.clone() }
 }
 
@@ -252,7 +278,14 @@ pub(crate) fn run_prepared(rt: &Runtime, prepared: Prepared) -> RunReport {
     let Prepared { mut store, job, wctx, timeout, version } = prepared;
     let _io = rt.io().enter();
     let mut report = match job {
-        Err(message) => RunReport::host_failure(message),
+        // Cancelled or out of time while instantiating: say so, like a run.
+        Err(e) if store.data().interrupt.is_some() => {
+            let (status, class, message) = classify(&e, store.data(), timeout);
+            let mut report = RunReport::new(status);
+            report.fail(status, class, message);
+            report
+        }
+        Err(e) => RunReport::host_failure(format!("cannot instantiate the component: {e:#}")),
         Ok(job) => match version.info.kind {
             crate::model::JobKind::Single => run_single(rt, &mut store, &job, &wctx, timeout),
             crate::model::JobKind::Items => super::items::run_items(rt, &version, &mut store, job, &wctx, timeout),
@@ -284,10 +317,17 @@ fn run_single(
     let mut report = RunReport::new(ExecutionStatus::Succeeded);
     report.guest_started_at = Some(rt.clock().now());
     match job.call_run(&mut *store, ctx) {
-        Ok(Ok(outcome)) => {
-            report.changed = outcome.changed;
-            report.summary = outcome.message;
-        }
+        Ok(Ok(outcome)) => match outcome.message.as_ref().map(String::len) {
+            Some(len) if len > MAX_MESSAGE_BYTES => report.fail(
+                ExecutionStatus::Failed,
+                ErrorClass::Fatal,
+                format!("the job's result message is {len} bytes; results are limited to {MAX_MESSAGE_BYTES} bytes"),
+            ),
+            _ => {
+                report.changed = outcome.changed;
+                report.summary = outcome.message;
+            }
+        },
         Ok(Err(e)) => {
             let (class, message) = guest_error(e);
             let status = if class == ErrorClass::Skip { ExecutionStatus::Skipped } else { ExecutionStatus::Failed };
@@ -310,11 +350,15 @@ fn finish(mut store: Store<HostState>, report: &mut RunReport) {
     state.log_http_denials();
     let mut logs = std::mem::take(&mut state.logs);
     for (name, pipe) in [("STDOUT", &state.stdout), ("STDERR", &state.stderr)] {
-        let out = pipe.contents();
+        let (out, dropped) = pipe.contents();
         if !out.is_empty() {
             for line in String::from_utf8_lossy(&out).lines() {
                 logs.push(name, line);
             }
+        }
+        if dropped > 0 {
+            logs.truncated = true;
+            logs.text.push_str(&format!("{name} truncated: {dropped} more bytes were written and dropped\n"));
         }
     }
     report.logs = logs.text;

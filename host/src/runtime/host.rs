@@ -5,14 +5,13 @@
 //! interrupts wasm code, so a guest blocked in a slow query is stopped here.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Datelike, LocalResult, NaiveDate, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Result as WResult};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
 
@@ -29,7 +28,7 @@ pub const LOG_CAP_BYTES: usize = 64 * 1024;
 pub enum Interrupt {
     /// The execution's deadline passed.
     Timeout,
-    /// An operator cancelled it.
+    /// An operator (or the host stopping) cancelled it.
     Cancelled,
 }
 
@@ -43,9 +42,14 @@ pub struct Interrupted(pub Interrupt);
 #[error("host failure: {0}")]
 pub struct HostFailure(pub String);
 
-/// A flag an operator sets to stop an execution; shared with the actor side.
+/// A flag set to stop an execution (by an operator, or by the host
+/// stopping); shared with the actor side.
 #[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+pub struct CancelToken(Arc<AtomicU8>);
+
+const NOT_CANCELLED: u8 = 0;
+const BY_OPERATOR: u8 = 1;
+const BY_SHUTDOWN: u8 = 2;
 
 impl CancelToken {
     /// A token not yet cancelled.
@@ -54,11 +58,22 @@ impl CancelToken {
     }
     /// Asks the execution to stop at its next check (≤ one epoch tick).
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst)
+        let _ = self.0.compare_exchange(NOT_CANCELLED, BY_OPERATOR, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    /// Like [`cancel`](CancelToken::cancel), because the host is stopping.
+    pub fn cancel_for_shutdown(&self) {
+        let _ = self.0.compare_exchange(NOT_CANCELLED, BY_SHUTDOWN, Ordering::SeqCst, Ordering::SeqCst);
     }
     /// Whether cancellation was asked for.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.load(Ordering::SeqCst) != NOT_CANCELLED
+    }
+    /// Why the execution was cancelled, for its row.
+    pub fn reason(&self) -> &'static str {
+        match self.0.load(Ordering::SeqCst) {
+            BY_SHUTDOWN => "cancelled: the host stopped and the grace period ran out",
+            _ => "cancelled by an operator",
+        }
     }
 }
 
@@ -173,8 +188,8 @@ pub struct HostState {
     pub(crate) db: Option<AppSession>,
     pub(crate) logs: LogBuffer,
     pub(crate) progress: Arc<Progress>,
-    pub(crate) stdout: MemoryOutputPipe,
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stdout: super::output::CappedPipe,
+    pub(crate) stderr: super::output::CappedPipe,
 }
 
 impl WasiView for HostState {

@@ -23,6 +23,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -50,12 +51,59 @@ pub const STOP_CHECK: Duration = Duration::from_millis(50);
 type IoFuture = Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>;
 type SendFuture = Box<dyn Future<Output = wasmtime_wasi_http::Result<(http::Response<WasiBody>, IoFuture)>> + Send>;
 
+/// At most N outbound HTTP requests a second for one job, across all its
+/// executions (seed 001: keep a paid API's usage in check). Requests are
+/// spaced at least 1/N s apart; one that would go too early waits for its
+/// slot (within the execution's deadline) rather than fail.
+#[derive(Debug, Clone)]
+pub struct HttpRateLimit {
+    per_sec: u32,
+    next: Arc<std::sync::Mutex<Instant>>,
+}
+
+impl HttpRateLimit {
+    /// A limit of `per_sec` requests a second (at least 1).
+    pub fn new(per_sec: u32) -> Self {
+        HttpRateLimit { per_sec: per_sec.max(1), next: Arc::new(std::sync::Mutex::new(Instant::now())) }
+    }
+
+    /// Requests a second.
+    pub fn per_sec(&self) -> u32 {
+        self.per_sec
+    }
+
+    /// Takes the next free slot and returns how long to wait for it, or
+    /// `None` (taking nothing) if that slot is after `deadline`: a run that
+    /// cannot get a slot in time does not push later runs' slots back.
+    fn reserve(&self, deadline: Instant) -> Option<Duration> {
+        let interval = Duration::from_secs(1) / self.per_sec;
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let slot = (*next).max(now);
+        if slot >= deadline {
+            return None;
+        }
+        *next = slot + interval;
+        Some(slot - now)
+    }
+}
+
+impl PartialEq for HttpRateLimit {
+    fn eq(&self, other: &Self) -> bool {
+        self.per_sec == other.per_sec
+    }
+}
+
+impl Eq for HttpRateLimit {}
+
 /// The HTTP side of one execution: the job's grant, the execution's deadline
 /// and cancel token, and the denials not yet copied into its log.
 pub(crate) struct HttpGuard {
     job: String,
     /// The hosts the job may reach.
     pub(crate) allowlist: HttpAllowlist,
+    /// The job's request rate limit, shared by its executions.
+    pub(crate) rate: Option<HttpRateLimit>,
     stop: Stop,
     denials: Vec<String>,
 }
@@ -66,6 +114,7 @@ impl HttpGuard {
         HttpGuard {
             job: job.to_string(),
             allowlist: HttpAllowlist::default(),
+            rate: None,
             stop: Stop { deadline, cancel },
             denials: Vec::new(),
         }
@@ -158,9 +207,30 @@ impl WasiHttpHooks for HttpGuard {
             }
         }
         let stop = self.stop.clone();
-        let remaining = stop.deadline.saturating_duration_since(Instant::now());
+        let wait = match self.rate.as_ref().map(|r| (r.per_sec, r.reserve(stop.deadline))) {
+            None => Duration::ZERO,
+            Some((_, Some(wait))) => wait,
+            Some((per_sec, None)) => {
+                let denied = format!(
+                    "HTTP request refused: the job's rate limit ({per_sec} a second) has no free slot before the \
+                     execution's deadline"
+                );
+                tracing::warn!(job = %self.job, "{denied}");
+                self.denials.push(denied);
+                return Box::new(async { Err(WasiHttpErr::HttpRequestDenied) });
+            }
+        };
+        let remaining = stop.deadline.saturating_duration_since(Instant::now() + wait);
         let options = bounded_options(options, remaining);
+        let job = self.job.clone();
         Box::new(async move {
+            if !wait.is_zero() {
+                tracing::debug!(job = %job, wait_ms = wait.as_millis() as u64, "HTTP request waits for the job's rate limit");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    e = stop.clone().wait() => return Err(e),
+                }
+            }
             if let Some(e) = stop.reached() {
                 return Err(e);
             }
@@ -262,6 +332,19 @@ impl Body for CappedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_limit_spaces_slots_and_refuses_one_past_the_deadline() {
+        let limit = HttpRateLimit::new(10);
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(limit.reserve(far), Some(Duration::ZERO));
+        let second = limit.reserve(far).unwrap();
+        assert!(second > Duration::from_millis(90) && second <= Duration::from_millis(100), "{second:?}");
+        // A run whose deadline comes before the next slot gets none, and takes none.
+        assert_eq!(limit.reserve(Instant::now() + Duration::from_millis(50)), None);
+        let third = limit.reserve(far).unwrap();
+        assert!(third > Duration::from_millis(190) && third <= Duration::from_millis(200), "{third:?}");
+    }
 
     fn grant(hosts: &[&str]) -> HttpAllowlist {
         HttpAllowlist::new(hosts.iter().map(|h| h.parse().unwrap()).collect())

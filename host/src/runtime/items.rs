@@ -67,11 +67,17 @@ struct Batch {
     ok: u64,
     changed: u64,
     started: Instant,
+    /// What the batch's items log is inside (debug level: free when off).
+    span: tracing::Span,
 }
 
 impl Batch {
     fn new() -> Self {
-        Batch { items: 0, ok: 0, changed: 0, started: Instant::now() }
+        Batch { items: 0, ok: 0, changed: 0, started: Instant::now(), span: tracing::Span::none() }
+    }
+
+    fn open(first_item: u64) -> Self {
+        Batch { span: tracing::debug_span!("batch", first_item), ..Batch::new() }
     }
 }
 
@@ -384,7 +390,7 @@ impl<D: ItemDriver> Engine<'_, D> {
         let Some(db) = self.db() else { return Ok(()) };
         if !db.in_transaction() {
             db.begin()?;
-            self.batch = Batch::new();
+            self.batch = Batch::open(self.done_before + self.report.items_total + 1);
         }
         Ok(())
     }
@@ -400,6 +406,13 @@ impl<D: ItemDriver> Engine<'_, D> {
         let done = i64::try_from(self.done_before + self.report.items_total).unwrap_or(i64::MAX);
         let execution = SqlValue::Integer(self.run.execution_id);
         let batch = std::mem::replace(&mut self.batch, Batch::new());
+        let _in_batch = batch.span.enter();
+        tracing::debug!(
+            items = batch.items,
+            ok = batch.ok,
+            ms = batch.started.elapsed().as_millis() as u64,
+            "batch ends"
+        );
         let Some(db) = self.db() else { return };
         if !db.in_transaction() {
             return;
@@ -539,7 +552,9 @@ impl<D: ItemDriver> Engine<'_, D> {
             self.publish_progress();
             return Stop::No;
         }
-        match self.driver.run_item(item) {
+        let driver = &mut self.driver;
+        let outcome = self.batch.span.in_scope(|| driver.run_item(item));
+        match outcome {
             ItemResult::Ok(changed) => match self.db().map(|db| db.release()) {
                 None | Some(Ok(())) => {
                     self.report.items_ok += 1;

@@ -3,7 +3,7 @@
 //! One [`Runtime`] owns one `Engine` (epoch interruption on, component-model
 //! concurrency off: jobs are synchronous calls and this is ~3× faster per
 //! call), one `Linker` with the `sundial:job` imports, a deny-by-default WASI
-//! and `wasi:http` restricted to each job's allowlist (see [`http`]), a ticker
+//! and `wasi:http` restricted to each job's allowlist (see `runtime/http.rs`), a ticker
 //! thread advancing the epoch, a pool of worker threads that run guests (guest
 //! code must never block an actix arbiter), and a small Tokio runtime on which
 //! outbound HTTP does its IO.
@@ -17,12 +17,14 @@
 
 mod bindings;
 mod cache;
+mod clock;
 mod component;
 mod exec;
 pub mod host;
 mod http;
 mod items;
 mod native;
+mod output;
 mod pool;
 
 use std::sync::Arc;
@@ -35,7 +37,7 @@ use wasmtime::{Config, Engine};
 pub use component::{ComponentVersion, LoadError, MAX_COMPONENT_BYTES, digest};
 pub use exec::{Invocation, Limits};
 pub use host::{CancelToken, Progress};
-pub use http::{DEFAULT_HTTP_TIMEOUT, MAX_HTTP_RESPONSE_BYTES, STOP_CHECK};
+pub use http::{DEFAULT_HTTP_TIMEOUT, HttpRateLimit, MAX_HTTP_RESPONSE_BYTES, STOP_CHECK};
 pub use items::{
     BATCH_ITEMS, BATCH_TIME, CHECKPOINT_TABLE, ClosureItems, Failure, ItemDriver, ItemResult, ItemRun, NativeItem,
     run_with,
@@ -120,6 +122,7 @@ impl Runtime {
 
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        clock::add_to_linker(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         bindings::Job::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
@@ -174,8 +177,9 @@ impl Runtime {
     }
 
     /// Validates and compiles a component on a worker thread.
-    pub async fn load(&self, bytes: Vec<u8>) -> Result<Arc<ComponentVersion>, LoadError> {
+    pub async fn load(&self, bytes: impl Into<Arc<[u8]>>) -> Result<Arc<ComponentVersion>, LoadError> {
         let rt = self.clone();
+        let bytes: Arc<[u8]> = bytes.into();
         match self.inner.pool.run(move || component::load(&rt, &bytes)).await {
             Ok(r) => r.map(Arc::new),
             Err(_) => Err(LoadError::Host(RuntimeError::WorkerLost.to_string())),
@@ -210,25 +214,42 @@ impl Runtime {
         let wait = at.and_then(|at| (at - self.inner.clock.now()).to_std().ok()).unwrap_or(Duration::ZERO);
         let lost = || RunReport::host_failure(RuntimeError::WorkerLost.to_string());
         let rt = self.clone();
+        // Everything the run logs (guest log calls included) is inside this span.
+        let digest = code.digest();
+        let span = tracing::info_span!(
+            "execution",
+            job = %invocation.ctx.job_name,
+            execution = invocation.ctx.execution_id.0,
+            trigger = %invocation.ctx.trigger,
+            attempt = invocation.ctx.attempt,
+            code = %digest.get(..12).unwrap_or(&digest),
+        );
         if let JobCode::Component(version) = &code
             && !wait.is_zero()
             && self.reserve_prepared()
         {
             let deadline = tokio::time::Instant::now() + wait;
             let version = version.clone();
-            let prepared = self.pool_run(move || exec::prepare(&rt, &version, invocation, wait)).await;
+            let in_span = span.clone();
+            let prepared =
+                self.pool_run(move || in_span.in_scope(|| exec::prepare(&rt, &version, invocation, wait))).await;
             self.inner.prepared.fetch_sub(1, Ordering::SeqCst);
             let Some(prepared) = prepared else { return lost() };
             tokio::time::sleep_until(deadline).await;
             let rt = self.clone();
-            return self.pool_run(move || exec::run_prepared(&rt, prepared)).await.unwrap_or_else(lost);
+            return self
+                .pool_run(move || span.in_scope(|| exec::run_prepared(&rt, prepared)))
+                .await
+                .unwrap_or_else(lost);
         }
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        let run = move || match code {
-            JobCode::Component(version) => exec::execute(&rt, &version, invocation),
-            JobCode::Native(job) => native::execute_native(&rt, &*job, invocation),
+        let run = move || {
+            span.in_scope(|| match code {
+                JobCode::Component(version) => exec::execute(&rt, &version, invocation),
+                JobCode::Native(job) => native::execute_native(&rt, &*job, invocation),
+            })
         };
         self.pool_run(run).await.unwrap_or_else(lost)
     }

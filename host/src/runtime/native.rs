@@ -186,7 +186,7 @@ pub(crate) fn execute_native(rt: &Runtime, job: &dyn NativeJob, inv: Invocation)
         }
     }
     if cancel.is_cancelled() && report.status != ExecutionStatus::Succeeded {
-        report.fail(ExecutionStatus::Cancelled, ErrorClass::Cancelled, "cancelled by an operator".into());
+        report.fail(ExecutionStatus::Cancelled, ErrorClass::Cancelled, cancel.reason().into());
     } else if Instant::now() >= deadline && report.status == ExecutionStatus::Failed {
         report.fail(ExecutionStatus::TimedOut, ErrorClass::Timeout, "deadline exceeded".into());
     }

@@ -25,6 +25,8 @@ pub(crate) struct WorkerPool {
     rx: Arc<Mutex<Receiver<Task>>>,
     idle: Arc<AtomicUsize>,
     workers: Arc<AtomicUsize>,
+    /// Tasks sent but not yet taken by a worker.
+    pending: Arc<AtomicUsize>,
 }
 
 impl WorkerPool {
@@ -36,6 +38,7 @@ impl WorkerPool {
             rx: Arc::new(Mutex::new(rx)),
             idle: Arc::new(AtomicUsize::new(0)),
             workers: Arc::new(AtomicUsize::new(0)),
+            pending: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -50,7 +53,11 @@ impl WorkerPool {
         let task: Task = Box::new(move || {
             let _ = done.send(f());
         });
-        if self.idle.load(Ordering::SeqCst) == 0 && self.workers.load(Ordering::SeqCst) < MAX_WORKERS {
+        // More tasks waiting than idle workers to take them: one more worker,
+        // so no task waits behind a runaway guest. (Comparing with idle == 0
+        // alone let two tasks sent at once share one idle worker.)
+        let pending = self.pending.fetch_add(1, Ordering::SeqCst) + 1;
+        if pending > self.idle.load(Ordering::SeqCst) && self.workers.load(Ordering::SeqCst) < MAX_WORKERS {
             self.spawn_worker();
         }
         if let Ok(tx) = self.tx.lock() {
@@ -64,6 +71,7 @@ impl WorkerPool {
         let rx = self.rx.clone();
         let idle = self.idle.clone();
         let workers = self.workers.clone();
+        let pending = self.pending.clone();
         idle.fetch_add(1, Ordering::SeqCst);
         workers.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new().name(self.name.to_string()).spawn(move || {
@@ -74,6 +82,7 @@ impl WorkerPool {
                 };
                 match next {
                     Ok(task) => {
+                        pending.fetch_sub(1, Ordering::SeqCst);
                         idle.fetch_sub(1, Ordering::SeqCst);
                         // A panicking task drops its result sender, which the
                         // caller sees as an error; the worker lives on.
@@ -81,9 +90,22 @@ impl WorkerPool {
                         idle.fetch_add(1, Ordering::SeqCst);
                     }
                     Err(_) => {
+                        // Stop counting as idle first, then look once more: a
+                        // task sent while this worker still counted as idle
+                        // (so no new worker was spawned for it) is taken here.
                         idle.fetch_sub(1, Ordering::SeqCst);
-                        workers.fetch_sub(1, Ordering::SeqCst);
-                        return;
+                        let late = rx.lock().ok().and_then(|rx| rx.try_recv().ok());
+                        match late {
+                            Some(task) => {
+                                pending.fetch_sub(1, Ordering::SeqCst);
+                                let _ = std::panic::catch_unwind(AssertUnwindSafe(task));
+                                idle.fetch_add(1, Ordering::SeqCst);
+                            }
+                            None => {
+                                workers.fetch_sub(1, Ordering::SeqCst);
+                                return;
+                            }
+                        }
                     }
                 }
             }
@@ -92,6 +114,38 @@ impl WorkerPool {
             self.idle.fetch_sub(1, Ordering::SeqCst);
             self.workers.fetch_sub(1, Ordering::SeqCst);
             tracing::error!("cannot spawn a runtime worker thread; tasks will wait for a free worker");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait<R>(mut rx: tokio::sync::oneshot::Receiver<R>, limit: Duration) -> Option<R> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(v) = rx.try_recv() {
+                return Some(v);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        None
+    }
+
+    /// Two tasks sent at once to a pool with one idle worker, the first of
+    /// which blocks: the second still runs at once, on a new worker.
+    #[test]
+    fn a_task_never_waits_behind_a_busy_worker() {
+        let pool = WorkerPool::new("pool-test");
+        assert_eq!(wait(pool.run(|| 1), Duration::from_secs(5)), Some(1), "one idle worker now");
+        for _ in 0..20 {
+            let (release, blocked) = channel::<()>();
+            let blocker = pool.run(move || blocked.recv().is_ok());
+            let quick = pool.run(|| 42);
+            assert_eq!(wait(quick, Duration::from_secs(2)), Some(42), "the second task waited behind the first");
+            release.send(()).unwrap();
+            assert_eq!(wait(blocker, Duration::from_secs(5)), Some(true));
         }
     }
 }

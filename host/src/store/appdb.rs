@@ -59,6 +59,25 @@ pub(crate) fn take_write_lock<T>(give_way: bool, begin: impl FnOnce() -> T) -> T
     r
 }
 
+/// Counts a write of Sundial's own (through sqlx, whose busy handler
+/// Sundial cannot replace) as waiting for the write lock while it lives, so
+/// that item jobs' batches on the same file give way to it.
+pub(crate) struct WriteTurn(());
+
+impl WriteTurn {
+    /// Starts waiting.
+    pub(crate) fn take() -> WriteTurn {
+        WRITE_WAITERS.fetch_add(1, Ordering::SeqCst);
+        WriteTurn(())
+    }
+}
+
+impl Drop for WriteTurn {
+    fn drop(&mut self) {
+        WRITE_WAITERS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A busy handler that retries every millisecond for about [`BUSY_TIMEOUT`].
 pub(crate) fn retry_busy(attempt: i32) -> bool {
     std::thread::sleep(Duration::from_millis(1));

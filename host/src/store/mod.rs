@@ -87,6 +87,18 @@ pub enum StoreError {
     /// The repository stopped before answering.
     #[error("the repository stopped")]
     Closed,
+    /// A shared pool is on an in-memory database.
+    #[error("Sundial needs a database file; the pool given is on an in-memory SQLite database")]
+    InMemory,
+}
+
+/// The connection settings Sundial relies on: WAL, a busy timeout, foreign keys.
+fn tuned(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true)
 }
 
 fn q(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -137,7 +149,13 @@ pub struct JobDefinition {
     pub enabled: Option<bool>,
     /// sha256 of the component.
     pub digest: String,
+    /// The component's bytes, kept for rollback (`None` for native jobs).
+    pub component: Option<std::sync::Arc<[u8]>>,
 }
+
+/// How many of a job's most recent versions keep their component bytes, so
+/// that an operator can roll back to them.
+pub const KEEP_VERSIONS: i64 = 5;
 
 /// Applies the migrations. sqlx's migration lock is a no-op on SQLite, so two
 /// processes opening a new database at once (say `serve` and `history`) race;
@@ -205,6 +223,8 @@ pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
     hot: std::sync::Arc<hot::HotWriter>,
+    /// The reader is an application's pool: closing the store leaves it open.
+    shared_reader: bool,
 }
 
 impl Store {
@@ -212,27 +232,48 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|source| StoreError::Url { url: url.to_string(), source })?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
-            .await
-            .map_err(|source| StoreError::Open { url: url.to_string(), source })?;
-        migrate(&writer).await.map_err(|source| StoreError::Migrate { url: url.to_string(), source })?;
+            .create_if_missing(true);
+        let reader_options = tuned(options.clone()).read_only(true);
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.read_only(true))
+            .connect_lazy_with(reader_options);
+        Store::connect(url, options, reader).await
+    }
+
+    /// Keeps Sundial's tables in the database of an application's existing
+    /// pool: the application's pool serves Sundial's reads, and Sundial adds
+    /// its own writer connection to the same file (SQLite allows one writer
+    /// at a time, so Sundial queues its writes rather than take the pool's
+    /// connections). The database must be a file, and is switched to WAL so
+    /// readers and the writer do not block each other.
+    pub async fn with_pool(pool: SqlitePool) -> Result<Store, StoreError> {
+        let options = (*pool.connect_options()).clone();
+        // The file SQLite has open (empty for an in-memory database).
+        let file: String = sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(&pool)
+            .await
+            .map_err(q("reading the pool's database file"))?;
+        if file.is_empty() {
+            return Err(StoreError::InMemory);
+        }
+        let options = options.filename(&file);
+        let mut store = Store::connect(&format!("sqlite://{file}"), options, pool).await?;
+        store.shared_reader = true;
+        Ok(store)
+    }
+
+    async fn connect(url: &str, options: SqliteConnectOptions, reader: SqlitePool) -> Result<Store, StoreError> {
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(tuned(options).create_if_missing(true))
             .await
             .map_err(|source| StoreError::Open { url: url.to_string(), source })?;
+        migrate(&writer).await.map_err(|source| StoreError::Migrate { url: url.to_string(), source })?;
         let path = appdb::sqlite_path(url).map_err(|e| StoreError::Batch(e.to_string()))?;
         let hot = hot::HotWriter::open(&path)?;
-        let store = Store { writer, reader, hot: std::sync::Arc::new(hot) };
+        let store = Store { writer, reader, hot: std::sync::Arc::new(hot), shared_reader: false };
         let now = ts(Utc::now());
         sqlx::query(
             "INSERT INTO scheduler_settings (id, is_enabled, created_at, updated_at) VALUES (1, 1, $1, $1)
@@ -245,10 +286,12 @@ impl Store {
         Ok(store)
     }
 
-    /// Closes the pools.
+    /// Closes the pools (not an application's shared pool).
     pub async fn close(&self) {
         self.writer.close().await;
-        self.reader.close().await;
+        if !self.shared_reader {
+            self.reader.close().await;
+        }
     }
 
     /// The global scheduler switch.
@@ -261,6 +304,7 @@ impl Store {
 
     /// Sets the global scheduler switch.
     pub async fn set_global_enabled(&self, enabled: bool) -> Result<(), StoreError> {
+        let _turn = appdb::WriteTurn::take();
         sqlx::query("UPDATE scheduler_settings SET is_enabled = $1, updated_at = $2 WHERE id = 1")
             .bind(enabled)
             .bind(ts(Utc::now()))
@@ -273,6 +317,7 @@ impl Store {
     /// Registers a job or updates its definition. The component version
     /// increases whenever the digest changes.
     pub async fn upsert_job(&self, def: &JobDefinition) -> Result<JobRecord, StoreError> {
+        let _turn = appdb::WriteTurn::take();
         let now = ts(Utc::now());
         sqlx::query(
             "INSERT INTO jobs (name, description, job_type, schedule, timezone, is_enabled,
@@ -318,7 +363,42 @@ impl Store {
         .execute(&self.writer)
         .await
         .map_err(q("recording a job version"))?;
-        self.get_job(&def.name).await?.ok_or_else(|| StoreError::UnknownJob(def.name.clone()))
+        let job = self.get_job(&def.name).await?.ok_or_else(|| StoreError::UnknownJob(def.name.clone()))?;
+        if let (Some(bytes), Some(version)) = (&def.component, job.component_version) {
+            sqlx::query(
+                "UPDATE job_versions SET component = $3
+                 WHERE job_id = $1 AND version = $2 AND digest = $4 AND component IS NULL",
+            )
+            .bind(job.id.0)
+            .bind(version)
+            .bind(&bytes[..])
+            .bind(&def.digest)
+            .execute(&self.writer)
+            .await
+            .map_err(q("keeping a job version's component"))?;
+            sqlx::query(
+                "UPDATE job_versions SET component = NULL
+                 WHERE job_id = $1 AND version <= $2 AND component IS NOT NULL",
+            )
+            .bind(job.id.0)
+            .bind(version - KEEP_VERSIONS)
+            .execute(&self.writer)
+            .await
+            .map_err(q("dropping old job versions' components"))?;
+        }
+        Ok(job)
+    }
+
+    /// The kept component bytes of one version of a job.
+    pub async fn version_component(&self, job: JobId, version: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        let bytes: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT component FROM job_versions WHERE job_id = $1 AND version = $2")
+                .bind(job.0)
+                .bind(version)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(q("reading a job version's component"))?;
+        Ok(bytes.flatten())
     }
 
     /// Sets a job's effective schedule and where it comes from. A changed
@@ -330,6 +410,7 @@ impl Store {
         timezone: &str,
         source: ScheduleSource,
     ) -> Result<JobRecord, StoreError> {
+        let _turn = appdb::WriteTurn::take();
         let done = sqlx::query(
             "UPDATE jobs SET
                 last_scheduled_for = CASE WHEN schedule = $2 AND timezone = $3
@@ -355,7 +436,7 @@ impl Store {
     /// many executions each ran.
     pub async fn job_versions(&self, job: JobId, limit: u32) -> Result<Vec<VersionRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT v.version, v.digest, v.first_seen,
+            "SELECT v.version, v.digest, v.first_seen, v.component IS NOT NULL AS kept,
                     (SELECT COUNT(*) FROM job_executions e
                      WHERE e.job_id = v.job_id AND e.component_version = v.version) AS executions
              FROM job_versions v WHERE v.job_id = $1 ORDER BY v.version DESC LIMIT $2",
@@ -373,6 +454,7 @@ impl Store {
                     digest: r.try_get("digest").map_err(q("reading a job version"))?,
                     first_seen: parse_ts("first_seen", &first_seen)?,
                     executions: r.try_get("executions").map_err(q("reading a job version"))?,
+                    kept: r.try_get("kept").map_err(q("reading a job version"))?,
                 })
             })
             .collect()
@@ -418,6 +500,7 @@ impl Store {
 
     /// Records why the latest file of a job was rejected (or clears it).
     pub async fn set_load_error(&self, name: &str, error: Option<&str>) -> Result<(), StoreError> {
+        let _turn = appdb::WriteTurn::take();
         sqlx::query("UPDATE jobs SET load_error = $2, updated_at = $3 WHERE name = $1")
             .bind(name)
             .bind(error)
@@ -448,6 +531,7 @@ impl Store {
 
     /// Enables or disables a job.
     pub async fn set_job_enabled(&self, name: &str, enabled: bool) -> Result<(), StoreError> {
+        let _turn = appdb::WriteTurn::take();
         let done = sqlx::query("UPDATE jobs SET is_enabled = $2, updated_at = $3 WHERE name = $1")
             .bind(name)
             .bind(enabled)
@@ -498,6 +582,7 @@ impl Store {
 
     /// Records the next fire without moving the last scheduled instant.
     pub async fn set_next_run(&self, job: JobId, next_run_at: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+        let _turn = appdb::WriteTurn::take();
         sqlx::query("UPDATE jobs SET next_run_at = $2 WHERE id = $1")
             .bind(job.0)
             .bind(next_run_at.map(ts))
@@ -651,6 +736,7 @@ impl Store {
     /// Marks executions left `running` or `queued` by a host that died as
     /// `crashed`, and returns them.
     pub async fn mark_crashed(&self) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let _turn = appdb::WriteTurn::take();
         let now = ts(Utc::now());
         let ids: Vec<i64> = sqlx::query_scalar(
             "UPDATE job_executions SET status = 'crashed', error_class = 'crash',
@@ -688,6 +774,7 @@ impl Store {
 
     /// Flags a running execution as longer than expected.
     pub async fn flag_overrun(&self, id: ExecutionId) -> Result<(), StoreError> {
+        let _turn = appdb::WriteTurn::take();
         sqlx::query("UPDATE job_executions SET overrun = 1 WHERE id = $1")
             .bind(id.0)
             .execute(&self.writer)
@@ -703,6 +790,7 @@ impl Store {
         limit: u32,
         before: Option<ExecutionId>,
     ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let _turn = appdb::WriteTurn::take();
         let rows = sqlx::query(
             "SELECT e.*, j.name AS job_name FROM job_executions e JOIN jobs j ON j.id = e.job_id
              WHERE j.name = $1 AND ($2 IS NULL OR e.id < $2)

@@ -40,7 +40,7 @@ impl Api {
     }
 
     /// A request with the token.
-    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+    pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.client.request(method, self.url(path)).bearer_auth(TOKEN)
     }
 
@@ -336,7 +336,7 @@ async fn the_default_configuration_is_locked_down() {
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
     assert_eq!(res.headers()["x-frame-options"], "DENY");
-    assert!(res.text().await.unwrap().contains("/ui/app.js"));
+    assert!(res.text().await.unwrap().contains(r#"src="ui/app.js""#));
     api.stop().await;
 
     // A public address needs a token, and a real one.
@@ -486,8 +486,32 @@ async fn deploy_validates_like_the_loader_and_puts_the_job_live() {
     assert_eq!(api.finished(run["execution_id"].as_i64().unwrap()).await["status"], "succeeded");
 
     // The same bytes again: the same version.
-    let (_, again) = send(upload(faulty)).await;
+    let (_, again) = send(upload(faulty.clone())).await;
     assert_eq!(again["version"], 1);
+
+    // Rollback: refused while there is nothing earlier; after a second
+    // version, back to the first, listed in the job's versions.
+    let (status, err) = api.call(Method::POST, "/api/scheduler/jobs/faulty/rollback", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("no earlier version"), "{err}");
+    let v2 = crate::fixtures::variant(&faulty, "v2");
+    let (status, deployed) = send(upload(v2)).await;
+    assert_eq!((status, deployed["version"].as_i64()), (StatusCode::CREATED, Some(2)), "{deployed}");
+    let (status, err) = api.call(Method::POST, "/api/scheduler/jobs/faulty/rollback", Some(json!({"to": 7}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+    let (status, err) =
+        api.call(Method::POST, "/api/scheduler/jobs/faulty/rollback", Some(json!({"to": "nope"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    let (status, done) = api.call(Method::POST, "/api/scheduler/jobs/faulty/rollback", Some(json!({"to": 1}))).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!((done["from_version"].as_i64(), done["to_version"].as_i64()), (Some(2), Some(1)), "{done}");
+    assert_eq!(done["version"], 3);
+    assert_eq!(done["digest"], digest(&wasm("faulty")));
+    let detail = api.get("/api/scheduler/jobs/faulty").await;
+    let versions = detail["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 3, "{detail}");
+    assert!(versions.iter().all(|v| v["kept"] == true), "{detail}");
+    assert_eq!(std::fs::read(env.jobs_dir().join("faulty.wasm")).unwrap(), faulty);
     api.stop().await;
 }
 
@@ -509,6 +533,7 @@ async fn the_openapi_description_lists_every_endpoint() {
         ("/api/scheduler/jobs/{id}/schedule", "put"),
         ("/api/scheduler/jobs/{id}/schedule", "delete"),
         ("/api/scheduler/jobs/{id}/run", "post"),
+        ("/api/scheduler/jobs/{id}/rollback", "post"),
         ("/api/scheduler/jobs/{id}/executions", "get"),
         ("/api/scheduler/executions/{id}", "get"),
         ("/api/scheduler/executions/{id}/cancel", "post"),

@@ -1,6 +1,6 @@
-//! The built-in native `backup` job: scheduled, recorded and shown like a
+//! The built-in native jobs. `backup`: scheduled, recorded and shown like a
 //! component job; copies the SQLite database with `VACUUM INTO` and keeps
-//! `retention_days` of copies.
+//! `retention_days` of copies. `retention`: deletes old execution history.
 
 use sundial::model::{ExecutionStatus, RunArgs};
 
@@ -57,4 +57,61 @@ async fn a_bad_retention_is_a_clear_fatal_error() {
     let r = host.run_now("backup", RunArgs::default()).await.unwrap();
     assert_eq!(r.status, ExecutionStatus::Failed);
     assert!(r.error_message.unwrap().contains("retention_days must be a whole number"));
+}
+
+/// The built-in `retention` job deletes finished executions (and their
+/// items) older than `days`, empties logs older than `log_days`, keeps
+/// everything recent or still running, and a dry run only counts.
+#[actix_rt::test]
+async fn retention_deletes_old_history_and_keeps_the_rest() {
+    let env = Env::new(&["faulty", "flaky-items"]).clock("2026-11-22T03:45:00Z").config(
+        r#"[jobs.retention]
+           args = { days = "30", log_days = "7" }
+           [jobs.flaky-items]
+           database = "read-write""#,
+    );
+    env.seed_demo(30, t("2026-11-22T00:00:00Z")).await;
+    env.app().execute_batch("CREATE TABLE processed (user_id INTEGER PRIMARY KEY)").unwrap();
+    let host = env.host(false).await;
+    for _ in 0..3 {
+        host.run_now("faulty", RunArgs::default()).await.unwrap();
+    }
+    let partial = host.run_now("flaky-items", RunArgs::default()).await.unwrap();
+    assert_eq!(partial.status, ExecutionStatus::Partial);
+    let db = rusqlite::Connection::open(env.path().join("sundial.db")).unwrap();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    // Age the history: two faulty runs (one a retry of the other) and the
+    // item run 40 days old, the third faulty run 10 days old.
+    db.execute_batch(
+        "UPDATE job_executions SET completed_at = '2026-10-13T00:00:00.000Z' WHERE id IN (1, 2, 4);
+         UPDATE job_executions SET parent_id = 1 WHERE id = 2;
+         UPDATE job_executions SET completed_at = '2026-11-12T00:00:00.000Z', logs = 'old log' WHERE id = 3;",
+    )
+    .unwrap();
+    assert!(count("SELECT count(*) FROM execution_items WHERE execution_id = 4") > 0);
+
+    let dry = host.run_now("retention", RunArgs { dry_run: true, ..RunArgs::default() }).await.unwrap();
+    let summary = dry.summary.unwrap();
+    assert!(summary.contains("would delete 3 executions older than 30 days"), "{summary}");
+    assert_eq!(count("SELECT count(*) FROM job_executions WHERE id <= 4"), 4, "a dry run deletes nothing");
+
+    let r = host.run_now("retention", RunArgs::default()).await.unwrap();
+    assert_eq!(r.status, ExecutionStatus::Succeeded, "{r:?}");
+    assert!(r.summary.as_deref().unwrap().starts_with("deleted 3 executions"), "{r:?}");
+    let left: Vec<i64> = db
+        .prepare("SELECT id FROM job_executions WHERE id <= 4 ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(left, [3]);
+    let logs: String = db.query_row("SELECT logs FROM job_executions WHERE id = 3", [], |r| r.get(0)).unwrap();
+    assert_eq!(logs, "", "logs older than 7 days are emptied, the row kept");
+    assert_eq!(count("SELECT count(*) FROM execution_items WHERE execution_id = 4"), 0, "its items went with it");
+    // The retention runs themselves are recorded like any job's.
+    assert_eq!(
+        count("SELECT count(*) FROM job_executions e JOIN jobs j ON j.id = e.job_id WHERE j.name = 'retention'"),
+        2
+    );
 }

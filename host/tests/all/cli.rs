@@ -168,3 +168,124 @@ fn deploy_validates_and_installs_into_the_jobs_directory() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("cannot read missing.wasm"), "{}", stderr(&out));
 }
+
+/// `sundial rollback`: 0 and the versions on success, 2 with the reason when
+/// there is nothing to roll back to.
+#[test]
+fn rollback_reports_the_version_or_why_not() {
+    let env = cli_env("");
+    let jobs = env.jobs_dir();
+    let run = |args: &[&str]| sundial(&env, args);
+    let out = run(&["rollback", "cleanup"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no earlier version"), "{out:?}");
+    // A second version through deploy, then back to the first.
+    let v2 = crate::fixtures::variant(&std::fs::read(wasm("cleanup")).unwrap(), "v2");
+    let v2_file = env.path().join("cleanup-v2.wasm");
+    std::fs::write(&v2_file, &v2).unwrap();
+    let out = run(&["deploy", v2_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let out = run(&["rollback", "cleanup"]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("rolled back cleanup from v2 to the code of v1"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("live as v3"), "{stdout}");
+    assert_eq!(std::fs::read(jobs.join("cleanup.wasm")).unwrap(), std::fs::read(wasm("cleanup")).unwrap());
+    let out = run(&["rollback", "cleanup", "--to", "zzz"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+/// `--log-format json`: one JSON object per log line, and the guest's own log
+/// calls carry the execution span (job, execution, trigger, attempt, code).
+#[test]
+fn json_logs_carry_the_execution_span() {
+    let env = cli_env("");
+    let out = Command::new(env!("CARGO_BIN_EXE_sundial"))
+        .args(["--log-format", "json", "run", "faulty", "--arg", "mode=fatal"])
+        .current_dir(env.path())
+        .env_remove("SUNDIAL_DATABASE_URL")
+        .env_remove("SUNDIAL_JOBS_DIR")
+        .env_remove("SUNDIAL_CONFIG")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let guest = lines
+        .iter()
+        .find(|l| {
+            l["target"] == "sundial::guest" && l["fields"]["message"].as_str().is_some_and(|m| m.contains("mode fatal"))
+        })
+        .unwrap_or_else(|| panic!("no guest log line in {lines:?}"));
+    let span = &guest["span"];
+    assert_eq!(span["name"], "execution", "{guest}");
+    assert_eq!(span["job"], "faulty");
+    assert_eq!(span["trigger"], "manual");
+    assert_eq!(span["attempt"], 1);
+    assert!(span["execution"].as_i64().unwrap() > 0);
+    assert_eq!(span["code"].as_str().unwrap().len(), 12);
+}
+
+/// `--json` on `jobs` and `history`: one JSON document on stdout for scripts.
+#[test]
+fn jobs_and_history_speak_json_for_scripts() {
+    let env = cli_env("");
+    assert!(sundial(&env, &["demo", "--users", "10"]).status.success());
+    assert!(sundial(&env, &["run", "cleanup"]).status.success());
+    let out = sundial(&env, &["jobs", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["cleanup", "faulty"]);
+    assert_eq!(jobs[0]["component_version"], 1);
+    let out = sundial(&env, &["history", "cleanup", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert_eq!(runs[0]["trigger"], "manual");
+}
+
+/// `jobs --verbose` shows each job's grants and limits next to what it asks for.
+#[test]
+fn jobs_verbose_shows_grants_and_limits() {
+    let env = cli_env("[jobs.faulty]\ntimeout_secs = 9\nmemory_mib = 48\nhttp = [\"api.example.com\"]");
+    let out = sundial(&env, &["jobs", "--verbose"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let row = |job: &str| text.lines().filter(|l| l.starts_with(job)).nth(1).unwrap_or_default().to_string();
+    let cleanup = row("cleanup");
+    assert!(cleanup.contains("read-write") && cleanup.contains("database:read-write"), "{text}");
+    let faulty = row("faulty");
+    for want in ["none", "api.example.com", "9s", "48 MiB"] {
+        assert!(faulty.contains(want), "{want:?} missing from {faulty:?}\n{text}");
+    }
+    assert!(
+        faulty.contains("granted http") || faulty.contains("not requested") || faulty.contains("api.example.com"),
+        "{faulty}"
+    );
+}
+
+/// `sundial run` reports progress on stderr (plain lines when stderr is not
+/// a terminal, as under cron) and, with `--json`, prints one JSON outcome.
+#[test]
+fn run_reports_progress_and_speaks_json() {
+    let env = Env::new(&["slow-items"]);
+    let config = "database = \"sqlite://sundial.db\"\njobs_dir = \"jobs\"\n\
+                  [jobs.slow-items]\ndatabase = \"read-write\"\nargs = { delay_ms = \"40\" }\n";
+    std::fs::write(env.path().join("sundial.toml"), config).unwrap();
+    crate::fixtures::users_and_visits(&env.path().join("sundial.db"), 60);
+    let out = sundial(&env, &["run", "slow-items", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let line = stderr(&out).lines().find(|l| l.starts_with("slow-items: progress: ")).map(str::to_string);
+    let line = line.unwrap_or_else(|| panic!("no progress line in {:?}", stderr(&out)));
+    assert!(line.contains("/60 (") && line.contains("items/s"), "{line}");
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["items"]["ok"], 60);
+    assert!(v["execution_id"].as_i64().unwrap() > 0);
+}

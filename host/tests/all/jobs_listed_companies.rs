@@ -18,6 +18,8 @@ struct Server {
     addr: SocketAddr,
     reply: Arc<Mutex<Reply>>,
     hits: Arc<AtomicUsize>,
+    /// When each request arrived.
+    times: Arc<Mutex<Vec<std::time::Instant>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -37,7 +39,8 @@ impl Server {
         let reply = Arc::new(Mutex::new(Reply { status, body: body.into(), ..Reply::default() }));
         let hits = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (r, h, s) = (reply.clone(), hits.clone(), stop.clone());
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let (r, h, s, t) = (reply.clone(), hits.clone(), stop.clone(), times.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
@@ -45,11 +48,12 @@ impl Server {
                 }
                 let Ok(conn) = conn else { continue };
                 h.fetch_add(1, Ordering::SeqCst);
+                t.lock().unwrap().push(std::time::Instant::now());
                 let reply = r.lock().unwrap().clone();
                 let _ = answer(conn, &reply);
             }
         });
-        Server { addr, reply, hits, stop }
+        Server { addr, reply, hits, times, stop }
     }
 
     fn set(&self, status: u16, body: &str) {
@@ -311,4 +315,36 @@ async fn a_server_that_does_not_answer_is_cut_off_at_the_deadline() {
     // stopped at once (its epoch deadline passed while it waited).
     assert_eq!((r.status, r.error_class), (ExecutionStatus::TimedOut, Some(ErrorClass::Timeout)), "{r:?}");
     assert!(rows(&env).is_empty());
+}
+
+/// `http_rate_per_sec` spaces a job's requests across all its executions:
+/// six runs at once with a limit of 4 a second reach the server at least
+/// 250 ms apart, and all succeed (they wait for their slot, within their
+/// deadline).
+#[actix_rt::test]
+async fn the_http_rate_limit_holds_across_executions() {
+    let server = Server::start(200, COMPANIES);
+    let env = Env::new(&["listed-companies"]).config(&format!(
+        "[jobs.listed-companies]\ndatabase = \"read-write\"\nhttp = {}\nhttp_rate_per_sec = 4\n\
+         overlap = \"allow\"\nargs = {{ url = \"{}\" }}",
+        granted(&server),
+        server.url()
+    ));
+    env.app();
+    let host = env.host(false).await;
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        runs.push(host.start_run("listed-companies", RunArgs::default()).await.unwrap());
+    }
+    for r in runs {
+        let report = r.done.await.unwrap();
+        assert_eq!(report.status, ExecutionStatus::Succeeded, "{report:?}");
+    }
+    let times = server.times.lock().unwrap().clone();
+    assert_eq!(times.len(), 6);
+    let gaps: Vec<u128> = times.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+    assert!(gaps.iter().all(|g| *g >= 240), "requests closer than 250 ms: {gaps:?}");
+    assert!((times[5] - times[0]).as_millis() >= 1200, "six requests at 4/s span at least 1.25 s");
+    let detail = host.job_snapshot("listed-companies").await.unwrap();
+    assert_eq!(detail.config.limits.http_rate.map(|r| r.per_sec()), Some(4));
 }

@@ -2,15 +2,22 @@
 //! crates and real SQLite files.
 //!
 //! Modules:
+//! - `fixtures`: component variants and item-job tables (shared with the benches).
 //! - `helpers`: building components once, temporary environments, polling.
 //! - `api`: the HTTP API over a real socket: endpoints, errors, security.
 //! - `reload`: hot reload from the watched jobs directory.
 //! - `ui`: the operator UI in headless chromium (through chromedriver).
+//! - `sandbox`: hostile guests: files, sockets, environment, recursion,
+//!   floods, huge results.
 //! - `runs`: run-now of the example and fixture jobs; every failure class.
 //! - `scheduling`: fires from a manual clock, exactly once per instant,
 //!   restarts, crash recovery, overlap, retries.
 //! - `items`: the per-item loop: isolation, rollback, limit, dry run.
 //! - `cli`: the `sundial` binary as an operator uses it.
+//! - `fuzz_load`: arbitrary and mutated bytes through the component loader.
+//! - `notify`: webhook notifications against a real receiver.
+//! - `embedding`: the builder, a shared pool, native jobs, graceful shutdown,
+//!   and the example application that mounts Sundial under a prefix.
 //! - `jobs_snapshot`, `jobs_recommendation`, `jobs_metrics`, `jobs_weekly`:
 //!   the seed jobs from `jobs/` on hand-made fixtures and on the demo data.
 //! - `jobs_listed_companies`: the HTTP job against a local server, and the
@@ -19,19 +26,24 @@
 // Test code: failing loudly is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fixtures;
 mod helpers;
 
 mod api;
 mod backup;
 mod cli;
+mod embedding;
+mod fuzz_load;
 mod items;
 mod jobs_listed_companies;
 mod jobs_metrics;
 mod jobs_recommendation;
 mod jobs_snapshot;
 mod jobs_weekly;
+mod notify;
 mod reload;
 mod resume;
 mod runs;
+mod sandbox;
 mod scheduling;
 mod ui;

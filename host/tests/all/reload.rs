@@ -9,30 +9,8 @@ use sundial::actors::loader::GetSupervisor;
 use sundial::host::Host;
 use sundial::model::{ExecutionStatus, JobRecord, RunArgs};
 
+use crate::fixtures::variant;
 use crate::helpers::*;
-
-/// `bytes` with a custom section appended: the same job, another digest.
-fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            out.push(if n == 0 { b } else { b | 0x80 });
-            if n == 0 {
-                break;
-            }
-        }
-    }
-    let mut payload = Vec::new();
-    leb(tag.len(), &mut payload);
-    payload.extend_from_slice(tag.as_bytes());
-    payload.extend_from_slice(b"sundial test variant");
-    let mut out = bytes.to_vec();
-    out.push(0);
-    leb(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    out
-}
 
 /// Writes through a temporary name and a rename, as deploy tools do.
 fn install(dir: &Path, name: &str, bytes: &[u8]) {
@@ -59,11 +37,21 @@ async fn bad_files_leave_the_running_version_and_say_why() {
     let good = std::fs::read(wasm("cleanup")).unwrap();
     let file = env.jobs_dir().join("cleanup.wasm");
 
-    let cases: [(&str, Vec<u8>, &str); 4] = [
+    // Fixtures built from test-jobs/: real components the loader must refuse.
+    let fixture = |name: &str| std::fs::read(wasm(name)).unwrap();
+    let cases: [(&str, Vec<u8>, &str); 8] = [
         ("garbage", b"this is not wasm at all".to_vec(), "no WebAssembly header"),
         ("empty", Vec::new(), "the file is empty"),
         ("truncated", good[..good.len() / 2].to_vec(), "component does not compile"),
         ("core module", b"\0asm\x01\0\0\0".to_vec(), "this is a core WebAssembly module"),
+        ("another world", fixture("foreign-world"), "do not match the sundial:job@0.1.0 world: no export `describe`"),
+        ("missing export", fixture("missing-export"), "do not match the sundial:job@0.1.0 world: no export `items`"),
+        ("wrong signature", fixture("wrong-signature"), "type-checking export func `describe`"),
+        (
+            "extra import",
+            fixture("extra-import"),
+            "does not target the sundial:job@0.1.0 world: component imports instance `acme:evil/rootkit@1.0.0`",
+        ),
     ];
     for (what, bytes, message) in cases {
         std::fs::write(&file, &bytes).unwrap();
@@ -239,5 +227,155 @@ async fn compiled_components_are_cached_and_foreign_entries_ignored() {
     let host = env.host(false).await;
     let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Succeeded);
+    host.stop().await;
+}
+
+/// Rollback pins an earlier version from the bytes the store keeps, without
+/// its file: live for the next execution, written back into the jobs
+/// directory, recorded as a new version with the old digest. Bad targets are
+/// refused with the reason; only the last versions' code is kept.
+#[actix_rt::test]
+async fn rollback_puts_an_earlier_version_live_without_its_file() {
+    use sundial::host::{HostError, RollbackError};
+    let env = Env::new(&["cleanup"]).config("[jobs.cleanup]\ndatabase = \"read-write\"");
+    env.app();
+    let host = env.host(true).await;
+    let v1 = std::fs::read(wasm("cleanup")).unwrap();
+    let d1 = sundial::runtime::digest(&v1);
+    let file = env.jobs_dir().join("cleanup.wasm");
+    let v2 = variant(&v1, "v2");
+    install(&env.jobs_dir(), "cleanup.wasm", &v2);
+    job_until(&host, "cleanup", "v2", |j| j.component_version == Some(2)).await;
+
+    // No target: the newest earlier version with other code (v1, whose file is gone).
+    let done = host.rollback("cleanup", None).await.unwrap();
+    assert_eq!((done.from, done.to.version), (2, 1));
+    assert_eq!(done.job.component_version, Some(3));
+    assert_eq!(done.job.component_digest.as_deref(), Some(d1.as_str()));
+    assert_eq!(std::fs::read(&file).unwrap(), v1, "the jobs directory holds the live code");
+    let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Succeeded);
+    let e = &host.store.list_executions("cleanup", 1, None).await.unwrap()[0];
+    assert_eq!((e.component_version, e.component_digest.as_deref()), (Some(3), Some(d1.as_str())));
+    // The watcher sees the rewritten file and changes nothing.
+    actix_rt::time::sleep(Duration::from_millis(400)).await;
+    let j = job(&host, "cleanup").await.unwrap();
+    assert_eq!((j.component_version, j.load_error.as_deref()), (Some(3), None));
+
+    // By version and by digest prefix.
+    let done = host.rollback("cleanup", Some("v2")).await.unwrap();
+    assert_eq!(done.job.component_version, Some(4));
+    assert_eq!(std::fs::read(&file).unwrap(), v2);
+    let done = host.rollback("cleanup", Some(&d1[..10])).await.unwrap();
+    assert_eq!((done.to.version, done.job.component_version), (3, Some(5)), "the newest version with that code");
+
+    // Refusals, each with its reason; the live version stays.
+    let refused = |r: Result<_, HostError>| match r {
+        Err(HostError::Rollback(e)) => e,
+        other => panic!("expected a refused rollback, got {other:?}"),
+    };
+    assert!(matches!(refused(host.rollback("cleanup", Some("9")).await), RollbackError::UnknownVersion { .. }));
+    assert!(matches!(refused(host.rollback("cleanup", Some("1")).await), RollbackError::AlreadyLive { .. }));
+    let bad = refused(host.rollback("cleanup", Some("latest")).await);
+    assert!(bad.to_string().contains("neither a version number"), "{bad}");
+    assert!(matches!(host.rollback("nope", None).await, Err(HostError::UnknownJob { .. })));
+
+    // Only the last versions keep their code.
+    for i in 0..5 {
+        let v = variant(&v1, &format!("many{i}"));
+        install(&env.jobs_dir(), "cleanup.wasm", &v);
+        job_until(&host, "cleanup", "a new version", |j| j.component_version == Some(6 + i)).await;
+    }
+    let versions = host.store.job_versions(job(&host, "cleanup").await.unwrap().id, 100).await.unwrap();
+    let kept: Vec<i64> = versions.iter().filter(|v| v.kept).map(|v| v.version).collect();
+    assert_eq!(kept, [10, 9, 8, 7, 6]);
+    let gone = refused(host.rollback("cleanup", Some("2")).await);
+    assert!(gone.to_string().contains("only the last 5"), "{gone}");
+    host.stop().await;
+}
+
+/// Twenty replacements a second for ten seconds: five seconds of deploys
+/// (each a full validation and swap) and five of files rewritten in the
+/// watched directory, valid and invalid mixed. The job keeps running
+/// throughout and ends on the last valid file; only the last versions' code
+/// is kept. (Memory across such a storm is measured by the `hot_swap`
+/// benchmark, in a process of its own.)
+#[actix_rt::test]
+async fn a_storm_of_replacements_ends_on_the_last_valid_file() {
+    let env = Env::new(&["cleanup"]).config("[jobs.cleanup]\ndatabase = \"read-write\"");
+    env.app();
+    let host = env.host(true).await;
+    let good = std::fs::read(wasm("cleanup")).unwrap();
+    let variants: Vec<Vec<u8>> = (0..4).map(|i| variant(&good, &format!("storm-{i}"))).collect();
+    for v in &variants {
+        host.runtime.load(v.clone()).await.unwrap(); // compiled once, then from the cache
+    }
+    let tick = Duration::from_millis(50);
+    let mut runs = 0;
+    for i in 0..100 {
+        let t = std::time::Instant::now();
+        let job = host.deploy(variants[i % variants.len()].clone()).await.unwrap();
+        assert_eq!(job.component_version, Some(i as i64 + 2));
+        if i % 10 == 0 {
+            let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
+            assert_eq!(report.status, ExecutionStatus::Succeeded, "run during the storm");
+            runs += 1;
+        }
+        actix_rt::time::sleep(tick.saturating_sub(t.elapsed())).await;
+    }
+    let file = env.jobs_dir().join("cleanup.wasm");
+    let mut last = Vec::new();
+    for i in 0..100 {
+        let t = std::time::Instant::now();
+        let bytes = match i % 4 {
+            0 => b"garbage".to_vec(),
+            1 => good[..good.len() / 3].to_vec(),
+            _ => variants[i % variants.len()].clone(),
+        };
+        if i % 2 == 0 {
+            std::fs::write(&file, &bytes).unwrap();
+        } else {
+            install(&env.jobs_dir(), "cleanup.wasm", &bytes);
+        }
+        last = bytes;
+        actix_rt::time::sleep(tick.saturating_sub(t.elapsed())).await;
+    }
+    let want = sundial::runtime::digest(&last);
+    let j = job_until(&host, "cleanup", "the last valid file live", |j| {
+        j.component_digest.as_deref() == Some(want.as_str()) && j.load_error.is_none()
+    })
+    .await;
+    let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Succeeded);
+    let e = &host.store.list_executions("cleanup", 1, None).await.unwrap()[0];
+    assert_eq!(e.component_digest.as_deref(), Some(want.as_str()));
+    let versions = host.store.job_versions(j.id, 1000).await.unwrap();
+    assert_eq!(versions.iter().filter(|v| v.kept).count(), 5, "only the last versions' code is kept");
+    assert_eq!(host.store.list_executions("cleanup", 100, None).await.unwrap().len(), runs + 1);
+    host.stop().await;
+}
+
+/// A file renamed into place (as deploy tools and `sundial deploy` do) is
+/// whole: it goes live without waiting for the writes to go quiet.
+#[actix_rt::test]
+async fn a_file_renamed_into_place_goes_live_without_the_debounce() {
+    let env = Env::new(&["cleanup"]).config("[jobs.cleanup]\ndatabase = \"read-write\"");
+    env.app();
+    let host = env.host(true).await;
+    let good = std::fs::read(wasm("cleanup")).unwrap();
+    let mut took = Vec::new();
+    for i in 0..3 {
+        let v = variant(&good, &format!("renamed-{i}"));
+        host.runtime.load(v.clone()).await.unwrap(); // compiled: what is left is the swap
+        let want = sundial::runtime::digest(&v);
+        let started = std::time::Instant::now();
+        install(&env.jobs_dir(), "cleanup.wasm", &v);
+        job_until(&host, "cleanup", "the renamed file live", |j| j.component_digest.as_deref() == Some(want.as_str()))
+            .await;
+        took.push(started.elapsed());
+    }
+    took.sort();
+    // The debounce alone would be 200 ms for every one of them.
+    assert!(took[0] < sundial::actors::loader::DEBOUNCE, "fastest swap took {:?} (all: {took:?})", took[0]);
     host.stop().await;
 }

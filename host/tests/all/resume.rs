@@ -65,16 +65,7 @@ fn a_run_cut_short_by_kill_9_resumes_after_its_last_commit() {
     let env = Env::new(&["slow-items"]);
     write_config(&env, true);
     let db = env.path().join("sundial.db");
-    {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE users (id INTEGER PRIMARY KEY); CREATE TABLE visits (user_id INTEGER, execution_id INTEGER);",
-        )
-        .unwrap();
-        for id in 1..=USERS {
-            conn.execute("INSERT INTO users (id) VALUES (?1)", [id]).unwrap();
-        }
-    }
+    crate::fixtures::users_and_visits(&db, USERS);
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
 
@@ -120,16 +111,7 @@ async fn progress_is_recorded_while_an_item_job_runs() {
            database = "read-write"
            args = { delay_ms = "20" }"#,
     );
-    {
-        let conn = rusqlite::Connection::open(env.path().join("sundial.db")).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE users (id INTEGER PRIMARY KEY); CREATE TABLE visits (user_id INTEGER, execution_id INTEGER);",
-        )
-        .unwrap();
-        for id in 1..=150 {
-            conn.execute("INSERT INTO users (id) VALUES (?1)", [id]).unwrap();
-        }
-    }
+    crate::fixtures::users_and_visits(&env.path().join("sundial.db"), 150);
     let host = env.host(false).await;
     let started = host.start_run("slow-items", RunArgs::default()).await.unwrap();
     let seen = eventually("counts on the running execution", || async {

@@ -3,7 +3,7 @@
 
 use sundial::actors::scheduler::{GetNextFires, SwitchJob, SwitchScheduler, Tick};
 use sundial::host::Host;
-use sundial::model::{ErrorClass, ExecutionStatus, Trigger};
+use sundial::model::{ErrorClass, ExecutionStatus, RunArgs, Trigger};
 
 use crate::helpers::*;
 
@@ -180,7 +180,7 @@ async fn fatal_errors_and_skips_are_not_retried() {
         finished_executions(&host.store, "faulty", 1).await;
         // Give a wrongly scheduled retry every chance to show up.
         let ok = host.run_now("faulty", Default::default()).await;
-        assert!(ok.is_ok());
+        assert!(ok.is_ok(), "mode {m}: {:?}", ok.err());
         let runs = host.store.list_executions("faulty", 10, None).await.unwrap();
         assert_eq!(runs.len(), 2, "mode {m}: {runs:?}");
         assert!(runs.iter().all(|e| e.trigger != Trigger::Retry));
@@ -393,4 +393,31 @@ async fn retry_on_crash_reruns_an_execution_cut_short() {
     let retry = &runs[1];
     assert_eq!((retry.trigger, retry.attempt, retry.parent_id), (Trigger::Retry, 2, Some(id)));
     assert_eq!((retry.scheduled_for, retry.status), (t("2026-11-22T09:00:00Z"), ExecutionStatus::Succeeded));
+}
+
+/// Once the guest has ended, the job's overlap gate is open, even while its
+/// end is still being written (here: behind another process's write lock):
+/// a run asked for then is not refused as overlapping.
+#[actix_rt::test]
+async fn a_run_asked_for_once_the_last_one_ended_is_not_refused() {
+    let env = Env::new(&["faulty"]);
+    let host = env.host(false).await;
+    let first = host.start_run("faulty", RunArgs::default()).await.unwrap();
+    // Another writer holds the database for a second, from before the guest ends.
+    let db = env.path().join("sundial.db");
+    let (locked_tx, locked) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    locked.recv().unwrap();
+    actix_rt::time::sleep(std::time::Duration::from_millis(300)).await; // the guest ends meanwhile
+    let next = host.start_run("faulty", RunArgs::default()).await;
+    assert!(next.is_ok(), "refused while the previous run's end was being written: {next:?}");
+    holder.join().unwrap();
+    assert_eq!(first.done.await.unwrap().status, ExecutionStatus::Succeeded);
+    assert_eq!(next.unwrap().done.await.unwrap().status, ExecutionStatus::Succeeded);
 }

@@ -220,6 +220,31 @@ async fn the_ui_runs_a_job_with_a_moving_progress_bar_and_switches_jobs() {
     assert_eq!(api.get("/api/scheduler/jobs/cleanup").await["enabled"], true);
     shots.take(&browser, "7-enabled").await;
 
+    // Roll cleanup back from its page after a second version went live.
+    let v2 = crate::fixtures::variant(&std::fs::read(crate::helpers::wasm("cleanup")).unwrap(), "v2");
+    let deployed = api
+        .req(reqwest::Method::POST, "/api/scheduler/deploy")
+        .header("content-type", "application/wasm")
+        .body(v2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), 201);
+    browser.goto(&format!("{}/#/jobs/cleanup", api.base)).await.unwrap();
+    wait_for(&browser, "v2 current", "tr[data-version='2']", |t, _| t.contains("(current)").then_some(()), "").await;
+    click(&browser, "tr[data-version='1'] button.version-rollback").await;
+    wait_for(
+        &browser,
+        "the rollback's confirmation",
+        ".toast.toast-success",
+        |t, _| t.contains("the code of v1 is live again as v3").then_some(()),
+        "",
+    )
+    .await;
+    wait_for(&browser, "v3 current", "tr[data-version='3']", |t, _| t.contains("(current)").then_some(()), "").await;
+    assert_eq!(api.get("/api/scheduler/jobs/cleanup").await["version"], 3);
+    shots.take(&browser, "8-rolled-back").await;
+
     browser.close().await.unwrap();
     api.stop().await;
 }

@@ -223,6 +223,12 @@
   const jobHref = (name) => `#/jobs/${encodeURIComponent(name)}`;
   const executionHref = (id) => `#/executions/${id}`;
 
+  /**
+   * The URL of an API path such as `/api/scheduler/jobs`, relative to the page, so the UI
+   * works wherever it is mounted (at `/`, or under an application's prefix such as `/sundial/`).
+   */
+  const apiUrl = (path) => new URL(path.replace(/^\//, ''), document.baseURI);
+
   /** One JSON request; resolves to the reply body, rejects with an ApiError. */
   async function api(method, path, body) {
     const init = { method, cache: 'no-store', headers: authHeaders({ Accept: 'application/json' }) };
@@ -232,7 +238,7 @@
     }
     let response;
     try {
-      response = await fetch(path, init);
+      response = await fetch(apiUrl(path), init);
     } catch {
       throw new ApiError(0, null);
     }
@@ -603,13 +609,24 @@
     ];
   }
 
-  const versionsTable = (job) => dataTable({ id: 'versions-table' }, ['Version', 'Digest', 'First seen', 'Executions'],
-    (job.versions || []).map((v) => h('tr', { class: v.version === job.version ? 'is-current' : null },
+  /** The versions; the kept ones with other code than the live one can be rolled back to. */
+  const versionsTable = (job, state) => dataTable({ id: 'versions-table' }, ['Version', 'Digest', 'First seen', 'Executions', ''],
+    (job.versions || []).map((v) => h('tr', { class: v.version === job.version ? 'is-current' : null, 'data-version': v.version },
       h('td', null, `v${v.version}`, v.version === job.version && ' (current)'),
       h('td', null, code(v.digest)),
       h('td', null, stamp(v.first_seen)),
-      h('td', { class: 'num' }, fmtNumber(v.executions)))),
+      h('td', { class: 'num' }, fmtNumber(v.executions)),
+      h('td', null, v.kept && v.digest !== job.digest
+        && button('Roll back', { class: 'secondary version-rollback', title: `Put the code of v${v.version} live again` },
+          (btn) => rollbackTo(btn, state, v.version))))),
     'No versions recorded.');
+
+  function rollbackTo(btn, state, version) {
+    return runAction(btn, async () => {
+      const reply = await api('POST', `${jobPath(state.detail.name)}/rollback`, { to: version });
+      toast('success', `${reply.job}: the code of v${reply.to_version} is live again as v${reply.version}`);
+    });
+  }
 
   /** Puts the newest page on top of what is shown, keeping older pages the operator loaded. */
   function mergeNewestPage(state, page) {
@@ -671,7 +688,7 @@
         h('strong', null, 'The latest file was rejected: '), detail.load_error));
       fill(parts.schedule, scheduleInfo(detail, state));
       fill(parts.grants, grantsInfo(detail));
-      fill(parts.versions, versionsTable(detail));
+      fill(parts.versions, versionsTable(detail, state));
       mergeNewestPage(state, page);
       renderExecutions(state);
       return first ? parts.root : null;
@@ -906,7 +923,7 @@
     const controller = new AbortController();
     live.controller = controller;
     try {
-      const response = await fetch('/api/scheduler/events', {
+      const response = await fetch(apiUrl('/api/scheduler/events'), {
         headers: authHeaders({ Accept: 'text/event-stream' }), cache: 'no-store', signal: controller.signal,
       });
       if (response.status === 401) {
