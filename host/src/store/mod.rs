@@ -177,6 +177,40 @@ async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::migrate::MigrateError> {
     }
 }
 
+/// Opens the writer pool. Several processes opening a new database at once
+/// (say `serve` and a `sundial run` from OS cron) contend for the switch to
+/// WAL, and SQLite reports some of that contention as busy without calling
+/// the busy handler; the open is retried for up to the busy timeout.
+async fn open_writer(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let opened = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await;
+        match opened {
+            Err(e) if is_busy(&e) && started.elapsed() < appdb::BUSY_TIMEOUT => {
+                tracing::debug!(error = %e, "database busy while opening; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether an error is SQLite's "database is locked" or "busy" (any extended code).
+fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 5 || c & 0xff == 6)
+        }
+        _ => false,
+    }
+}
+
 /// A job's schedule moving on (see [`Store::advance_schedule`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScheduleAdvance {
@@ -264,10 +298,7 @@ impl Store {
     }
 
     async fn connect(url: &str, options: SqliteConnectOptions, reader: SqlitePool) -> Result<Store, StoreError> {
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(tuned(options).create_if_missing(true))
+        let writer = open_writer(tuned(options).create_if_missing(true))
             .await
             .map_err(|source| StoreError::Open { url: url.to_string(), source })?;
         migrate(&writer).await.map_err(|source| StoreError::Migrate { url: url.to_string(), source })?;
