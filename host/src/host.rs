@@ -44,6 +44,9 @@ pub enum HostError {
     /// The application database URL is invalid.
     #[error(transparent)]
     AppDb(#[from] crate::store::appdb::AppDbOpenError),
+    /// Another scheduling host runs on the same SQLite database.
+    #[error(transparent)]
+    HostLock(#[from] crate::store::host_lock::HostLockError),
     /// No loaded job has this name.
     #[error("unknown job {name:?}{hint}")]
     UnknownJob {
@@ -191,6 +194,8 @@ pub struct Host {
     /// Counters and histograms fed by the host's events (`/metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
     events: Events,
+    /// A scheduling host's hold on its SQLite database, released at shutdown.
+    lock: Arc<std::sync::Mutex<Option<crate::store::host_lock::HostLock>>>,
 }
 
 impl Host {
@@ -200,6 +205,18 @@ impl Host {
         let store = match &options.database_pool {
             Some(pool) => Store::with_pool(pool.clone()).await?,
             None => Store::open(&options.database_url()).await?,
+        };
+        // Before anything else: a second host must not take the first one's
+        // running executions for crashed ones.
+        let lock = match crate::store::appdb::sqlite_path(&options.database_url()) {
+            Ok(path) if options.schedule => match crate::store::host_lock::HostLock::acquire(&path, &options.node) {
+                Ok(lock) => Some(lock),
+                Err(e) => {
+                    store.close().await;
+                    return Err(e.into());
+                }
+            },
+            _ => None,
         };
         let repo = Repository::new(store.clone()).start();
         let crashed: Vec<ExecutionRecord> =
@@ -283,6 +300,7 @@ impl Host {
             clock: options.clock,
             metrics,
             events,
+            lock: Arc::new(std::sync::Mutex::new(lock)),
         })
     }
 
@@ -531,6 +549,9 @@ impl Host {
         }
         report.abandoned = running;
         self.store.close().await;
+        if let Ok(mut lock) = self.lock.lock() {
+            lock.take();
+        }
         report.took = started.elapsed();
         tracing::info!(
             in_flight = report.in_flight,

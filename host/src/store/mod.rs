@@ -8,6 +8,7 @@
 //! key on scheduled instants sees one spelling per instant.
 
 pub mod appdb;
+pub mod host_lock;
 mod hot;
 
 use std::str::FromStr;

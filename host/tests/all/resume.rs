@@ -125,3 +125,44 @@ async fn progress_is_recorded_while_an_item_job_runs() {
     let e = host.store.get_execution(started.id).await.unwrap().unwrap();
     assert_eq!((e.status, e.items_total, e.items_ok), (ExecutionStatus::Succeeded, 150, 150));
 }
+
+/// SQLite is single-host: a second `serve` on the same file refuses to start
+/// and names the holder; one-shot commands still work alongside; once the
+/// holder dies (`kill -9`), a new host starts.
+#[test]
+fn a_second_host_on_the_same_sqlite_file_refuses_to_start() {
+    let env = Env::new(&["slow-items"]);
+    write_config(&env, false);
+    let lock = env.path().join("sundial.db.host-lock");
+    let holder = |pid: u32| {
+        let lock = lock.clone();
+        move || std::fs::read_to_string(&lock).is_ok_and(|s| s.starts_with(&format!("pid {pid} ")))
+    };
+    let mut first = serve(&env);
+    wait_for("the first host to hold the database", Duration::from_secs(60), holder(first.0.id()));
+
+    let sundial = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sundial"))
+            .args(args)
+            .current_dir(env.path())
+            .env_remove("SUNDIAL_DATABASE_URL")
+            .env_remove("SUNDIAL_JOBS_DIR")
+            .env_remove("SUNDIAL_CONFIG")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let second = sundial(&["serve", "--no-http"]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains("another Sundial host is already scheduling jobs on"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.0.id())), "the message names the holder: {err}");
+    let jobs = sundial(&["jobs"]);
+    assert!(jobs.status.success(), "one-shot commands work alongside: {}", String::from_utf8_lossy(&jobs.stderr));
+    assert!(first.0.try_wait().unwrap().is_none(), "the first host keeps running");
+
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let third = serve(&env);
+    wait_for("a new host to take over the database", Duration::from_secs(60), holder(third.0.id()));
+}
