@@ -92,6 +92,7 @@ async fn sundial_run(n: usize, secs: u64) -> Figures {
             runtime: runtime.clone(),
             repo: repo.clone(),
             app_db: None,
+            state_db: None,
             clock: clock.clone(),
             node: "bench".into(),
             events: events.clone(),

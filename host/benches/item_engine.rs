@@ -100,6 +100,7 @@ fn wasm_run(rt: &Runtime, db: &AppDb, version: &Arc<sundial::runtime::ComponentV
         },
         limits: Limits { timeout: Duration::from_secs(3600), memory_bytes: 256 << 20, ..Limits::default() },
         db: Some(db.session(DbAccess::ReadWrite)),
+        state: None,
         cancel: CancelToken::new(),
         progress: Progress::new(),
     };

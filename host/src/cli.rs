@@ -532,7 +532,7 @@ async fn jobs(mut options: HostOptions, json: bool, verbose: bool) -> anyhow::Re
     if verbose {
         println!();
         let mut rows = vec![
-            ["NAME", "DATABASE", "HTTP HOSTS", "TIMEOUT", "MEMORY", "REQUESTS", "MISMATCHES"]
+            ["NAME", "DATABASE", "HTTP HOSTS", "STATE", "TIMEOUT", "MEMORY", "REQUESTS", "MISMATCHES"]
                 .map(String::from)
                 .to_vec(),
         ];
@@ -546,6 +546,7 @@ async fn jobs(mut options: HostOptions, json: bool, verbose: bool) -> anyhow::Re
                 s.job.name.clone(),
                 c.database.as_str().to_string(),
                 or_dash(hosts),
+                if c.state { "yes" } else { "no" }.to_string(),
                 format!("{}s", c.limits.timeout.as_secs()),
                 format!("{} MiB", c.limits.memory_bytes >> 20),
                 or_dash(requested),

@@ -22,7 +22,15 @@
 //!
 //! [jobs.listed-companies]
 //! http = ["api.example.com", "127.0.0.1:8123"]   # hosts it may reach; none by default
+//!
+//! [jobs.weekly-digest]
+//! state = true                         # private key-value state; none by default
 //! ```
+//!
+//! `state = true` grants the job its private key-value state (the `state`
+//! interface), kept in Sundial's own database between executions and across
+//! new versions of the job: keys of 1 to 256 bytes, values of at most 1 MiB,
+//! at most 10,000 keys per job.
 //!
 //! Relative paths (the jobs directory, SQLite files) are relative to the
 //! directory of the configuration file.
@@ -96,6 +104,8 @@ pub struct JobSettings {
     pub database: Option<DbAccess>,
     /// HTTP grant: the hosts (`host` or `host:port`) the job may reach.
     pub http: Option<Vec<String>>,
+    /// Key-value state grant: whether the job may keep private state.
+    pub state: Option<bool>,
     /// Outbound HTTP requests a second, across all the job's executions.
     pub http_rate_per_sec: Option<u32>,
     /// Deadline of one execution, in seconds.
@@ -129,6 +139,7 @@ impl JobSettings {
             enabled: self.enabled.or(base.enabled),
             database: self.database.or(base.database),
             http: self.http.clone().or_else(|| base.http.clone()),
+            state: self.state.or(base.state),
             http_rate_per_sec: self.http_rate_per_sec.or(base.http_rate_per_sec),
             timeout_secs: self.timeout_secs.or(base.timeout_secs),
             memory_mib: self.memory_mib.or(base.memory_mib),
@@ -206,6 +217,8 @@ pub struct JobConfig {
     pub enabled: Option<bool>,
     /// Database grant.
     pub database: DbAccess,
+    /// Key-value state grant.
+    pub state: bool,
     /// Deadline and memory.
     pub limits: Limits,
     /// Overlap policy.
@@ -330,7 +343,8 @@ impl Config {
         let defaults = Limits::default();
         let http = parse_http_grant(s.http.as_deref())
             .map_err(|e| ConfigError::Job { job: info.name.clone(), message: format!("http: {e}") })?;
-        for problem in http_grant_mismatches(info, &http) {
+        let state = s.state.unwrap_or(false);
+        for problem in http_grant_mismatches(info, &http).into_iter().chain(state_grant_mismatch(info, state)) {
             tracing::warn!(job = %info.name, "{problem}");
         }
         Ok(JobConfig {
@@ -338,6 +352,7 @@ impl Config {
             timezone,
             enabled: s.enabled,
             database: s.database.unwrap_or(DbAccess::None),
+            state,
             limits: Limits {
                 timeout: s.timeout_secs.map(Duration::from_secs).unwrap_or(defaults.timeout),
                 memory_bytes: s.memory_mib.map(|m| (m as usize) << 20).unwrap_or(defaults.memory_bytes),
@@ -409,6 +424,19 @@ pub fn http_grant_mismatches(info: &JobInfo, grant: &HttpAllowlist) -> Vec<Strin
     problems
 }
 
+/// A sentence when the job asks for key-value state (`describe`) and the
+/// operator did not grant it; its state calls then fail.
+pub fn state_grant_mismatch(info: &JobInfo, granted: bool) -> Option<String> {
+    let asked = info.capabilities.iter().any(|c| matches!(c, Capability::KeyValue));
+    (asked && !granted).then(|| {
+        format!(
+            "the job asks for key-value state, which is not granted: its state calls will fail until \
+             `state = true` is set under [jobs.{}] in sundial.toml",
+            info.name
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,9 +472,11 @@ mod tests {
         assert_eq!(j.database, DbAccess::ReadWrite);
         assert_eq!(j.limits.timeout, Duration::from_secs(60));
         assert_eq!(j.args, vec![("retention_days".to_string(), "7".to_string())]);
+        assert!(!j.state);
         // Grants are never implied.
         let j = Config::default().job(&info()).unwrap();
         assert_eq!(j.database, DbAccess::None);
+        assert!(!j.state);
         assert_eq!(j.schedule, "15 3 * * *");
     }
 
@@ -481,6 +511,24 @@ mod tests {
         assert!(http_grant_mismatches(&asks, &j.limits.http).is_empty());
         let none = http_grant_mismatches(&asks, &HttpAllowlist::default());
         assert!(none[0].contains("none is granted"), "{none:?}");
+    }
+
+    #[test]
+    fn state_grants_merge_with_defaults_and_are_compared_with_what_the_job_asks_for() {
+        let c = Config::parse("[defaults]\nstate = true\n[jobs.other]\nstate = false\n").unwrap();
+        assert!(c.job(&info()).unwrap().state, "[defaults] grants it");
+        let mut other = info();
+        other.name = "other".into();
+        assert!(!c.job(&other).unwrap().state, "the job's own setting wins");
+        let e = Config::parse("[jobs.cleanup]\nstate = \"yes\"\n").unwrap_err();
+        assert!(e.contains("cleanup") || e.contains("state"), "{e}");
+
+        let mut asks = info();
+        asks.capabilities = vec![Capability::KeyValue];
+        let problem = state_grant_mismatch(&asks, false).unwrap();
+        assert!(problem.contains("`state = true` is set under [jobs.cleanup]"), "{problem}");
+        assert_eq!(state_grant_mismatch(&asks, true), None);
+        assert_eq!(state_grant_mismatch(&info(), false), None, "not asked, nothing to say");
     }
 
     #[test]

@@ -226,6 +226,8 @@ impl Host {
         }
         let app_url = options.app_database_url();
         let app_db = AppDb::open(&app_url)?;
+        // Jobs' key-value state lives in Sundial's database (migrated above).
+        let state_db = crate::store::state::StateDb::open(&options.database_url(), Some(app_db.path()))?;
         let runtime = Runtime::with_cache(options.clock.clone(), Some(&options.cache_dir()))?;
         let scheduler = if options.schedule {
             let enabled = repo.send(GetGlobalEnabled {}).await??;
@@ -265,6 +267,7 @@ impl Host {
             repo: repo.clone(),
             scheduler: scheduler.clone(),
             app_db: Some(app_db),
+            state_db: Some(state_db),
             clock: options.clock.clone(),
             node: options.node.clone(),
             events: events.clone(),

@@ -30,6 +30,7 @@ use crate::model::JobRecord;
 use crate::runtime::{ComponentVersion, JobCode, MAX_COMPONENT_BYTES, NativeJob, Runtime};
 use crate::store::JobDefinition;
 use crate::store::appdb::AppDb;
+use crate::store::state::StateDb;
 
 /// Loads job components.
 pub struct Loader {
@@ -39,6 +40,7 @@ pub struct Loader {
     repo: Addr<Repository>,
     scheduler: Option<Addr<Scheduler>>,
     app_db: Option<AppDb>,
+    state_db: Option<StateDb>,
     clock: Arc<dyn Clock>,
     node: String,
     events: Events,
@@ -79,6 +81,8 @@ pub struct LoaderSetup {
     pub scheduler: Option<Addr<Scheduler>>,
     /// The application database.
     pub app_db: Option<AppDb>,
+    /// Where jobs' key-value state is kept.
+    pub state_db: Option<StateDb>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// This host's name.
@@ -100,6 +104,7 @@ impl Loader {
             repo: s.repo,
             scheduler: s.scheduler,
             app_db: s.app_db,
+            state_db: s.state_db,
             clock: s.clock,
             node: s.node,
             events: s.events,
@@ -138,6 +143,7 @@ impl Loader {
                     runtime: self.runtime.clone(),
                     repo: self.repo.clone(),
                     app_db: self.app_db.clone(),
+                    state_db: self.state_db.clone(),
                     clock: self.clock.clone(),
                     node: self.node.clone(),
                     events: self.events.clone(),

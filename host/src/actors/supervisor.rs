@@ -34,6 +34,7 @@ use crate::model::{
 use crate::runtime::{CancelToken, Invocation, JobCode, Progress, Runtime};
 use crate::store::NewExecution;
 use crate::store::appdb::AppDb;
+use crate::store::state::StateDb;
 
 /// How often a running item job's counts are written to its execution row.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -49,6 +50,7 @@ pub struct JobSupervisor {
     runtime: Runtime,
     repo: Addr<Repository>,
     app_db: Option<AppDb>,
+    state_db: Option<StateDb>,
     clock: Arc<dyn Clock>,
     node: String,
     events: Events,
@@ -76,6 +78,8 @@ pub struct SupervisorSetup {
     pub repo: Addr<Repository>,
     /// The application database, if configured.
     pub app_db: Option<AppDb>,
+    /// Where jobs' key-value state is kept (Sundial's database).
+    pub state_db: Option<StateDb>,
     /// The host's clock.
     pub clock: Arc<dyn Clock>,
     /// This host's name.
@@ -110,6 +114,7 @@ impl JobSupervisor {
             runtime: s.runtime,
             repo: s.repo,
             app_db: s.app_db,
+            state_db: s.state_db,
             clock: s.clock,
             node: s.node,
             events: s.events,
@@ -238,6 +243,10 @@ impl JobSupervisor {
         let progress = Progress::new();
         self.active.insert(id, (cancel.clone(), progress.clone()));
         let args = self.effective_args(&req.args);
+        let state = match (&self.code, &self.state_db) {
+            (JobCode::Component(_), Some(db)) if self.config.state => Some(db.session(&self.job.name, args.dry_run)),
+            _ => None,
+        };
         let invocation = Invocation {
             ctx: RunContext {
                 execution_id: id,
@@ -250,6 +259,7 @@ impl JobSupervisor {
             },
             limits: self.config.limits.clone(),
             db: self.app_db.as_ref().map(|d| d.session(self.config.database)),
+            state,
             cancel,
             progress,
         };
@@ -654,7 +664,8 @@ pub struct JobSnapshot {
 
 impl JobSnapshot {
     /// Where what the job asks for (`describe`) and what it is granted
-    /// differ: HTTP hosts either way, and too little database access.
+    /// differ: HTTP hosts either way, too little database access, and
+    /// key-value state asked for but not granted.
     pub fn grant_mismatches(&self) -> Vec<String> {
         use crate::model::{Capability, DbAccess};
         let mut mismatches = crate::config::http_grant_mismatches(&self.info, &self.config.limits.http);
@@ -673,6 +684,7 @@ impl JobSnapshot {
         {
             mismatches.push(format!("requests {asked} database access but is granted {granted}"));
         }
+        mismatches.extend(crate::config::state_grant_mismatch(&self.info, self.config.state));
         mismatches
     }
 }

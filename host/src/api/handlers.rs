@@ -384,6 +384,7 @@ async fn job_json(state: &ApiState, id: &str) -> Result<Value, ApiError> {
             json!({
                 "database": c.database.as_str(),
                 "http": c.limits.http.hosts().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "state": c.state,
             }),
         );
         m.insert("requested".into(), json!(requested));

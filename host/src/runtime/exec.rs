@@ -15,6 +15,7 @@ use super::http::HttpGuard;
 use super::output::CappedPipe;
 use crate::model::{ErrorClass, ExecutionStatus, HttpAllowlist, RunContext, RunReport, Trigger};
 use crate::store::appdb::AppSession;
+use crate::store::state::JobState;
 
 /// Per-execution limits: time, memory, and the network the job may reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,10 @@ pub struct Invocation {
     pub limits: Limits,
     /// The application database session, if one is configured.
     pub db: Option<AppSession>,
+    /// The job's key-value state, if the job is granted it (`state = true`).
+    /// Open it with the run's `dry_run`: a dry run's writes are then kept in
+    /// memory only. Native jobs do not use it.
+    pub state: Option<JobState>,
     /// Set by an operator to stop the execution.
     pub cancel: CancelToken,
     /// Live progress for the actor side.
@@ -64,7 +69,8 @@ pub(crate) fn new_store(
     db: Option<AppSession>,
     progress: Arc<Progress>,
 ) -> Store<HostState> {
-    new_store_with(rt, job_name, execution_id, Instant::now() + timeout, memory_bytes, db, progress, CancelToken::new())
+    let deadline = Instant::now() + timeout;
+    new_store_with(rt, job_name, execution_id, deadline, memory_bytes, db, None, progress, CancelToken::new())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -75,6 +81,7 @@ fn new_store_with(
     deadline: Instant,
     memory_bytes: usize,
     db: Option<AppSession>,
+    state: Option<JobState>,
     progress: Arc<Progress>,
     cancel: CancelToken,
 ) -> Store<HostState> {
@@ -108,6 +115,7 @@ fn new_store_with(
         cancel,
         interrupt: None,
         db,
+        state,
         logs: LogBuffer::default(),
         progress,
         stdout,
@@ -259,12 +267,21 @@ pub(crate) struct Prepared {
 /// Builds the store and instance for an execution whose guest call starts in
 /// `starts_in` (its deadline counts from then).
 pub(crate) fn prepare(rt: &Runtime, version: &Arc<ComponentVersion>, inv: Invocation, starts_in: Duration) -> Prepared {
-    let Invocation { ctx, limits, db, cancel, progress } = inv;
+    let Invocation { ctx, limits, db, state, cancel, progress } = inv;
     // wasi:http does its IO on the runtime's IO threads.
     let _io = rt.io().enter();
     let deadline = Instant::now() + starts_in + limits.timeout;
-    let mut store =
-        new_store_with(rt, &ctx.job_name, ctx.execution_id.0, deadline, limits.memory_bytes, db, progress, cancel);
+    let mut store = new_store_with(
+        rt,
+        &ctx.job_name,
+        ctx.execution_id.0,
+        deadline,
+        limits.memory_bytes,
+        db,
+        state,
+        progress,
+        cancel,
+    );
     store.data_mut().http.allowlist = limits.http;
     store.data_mut().http.rate = limits.http_rate;
     let wctx = wit_context(&ctx);
@@ -341,11 +358,22 @@ fn run_single(
     report
 }
 
-/// Closes the database session and moves captured output into the report.
+/// Closes the database session, writes the key-value state writes that
+/// waited for it, and moves captured output into the report.
 fn finish(mut store: Store<HostState>, report: &mut RunReport) {
     let state = store.data_mut();
     if let Some(db) = state.db.take() {
         db.close();
+    }
+    if let Some(kv) = state.state.take()
+        && let Err(e) = kv.close()
+    {
+        let message = format!("the job's key-value state writes were lost: {e}");
+        tracing::error!(job = %state.job_name, execution = state.execution_id, "{message}");
+        state.logs.push("ERROR", &message);
+        if matches!(report.status, ExecutionStatus::Succeeded | ExecutionStatus::Partial) {
+            report.fail(ExecutionStatus::Failed, ErrorClass::Host, message);
+        }
     }
     state.log_http_denials();
     let mut logs = std::mem::take(&mut state.logs);

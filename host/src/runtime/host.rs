@@ -19,6 +19,7 @@ use super::bindings::sundial::job::{database, log, progress, state, time, types}
 use super::http::HttpGuard;
 use crate::clock::Clock;
 use crate::store::appdb::{AppDbError, AppSession, SqlRows, SqlValue};
+use crate::store::state::{JobState, StateError};
 
 /// Logs kept per execution; the rest is dropped and the log marked truncated.
 pub const LOG_CAP_BYTES: usize = 64 * 1024;
@@ -186,6 +187,8 @@ pub struct HostState {
     pub(crate) cancel: CancelToken,
     pub(crate) interrupt: Option<Interrupt>,
     pub(crate) db: Option<AppSession>,
+    /// The job's key-value state, when granted.
+    pub(crate) state: Option<JobState>,
     pub(crate) logs: LogBuffer,
     pub(crate) progress: Arc<Progress>,
     pub(crate) stdout: super::output::CappedPipe,
@@ -237,6 +240,45 @@ impl HostState {
                 Ok(Err(types::DbError::Other("statement interrupted".into())))
             }
             r => Ok(r.map_err(to_wit_db_error)),
+        }
+    }
+}
+
+/// What a state call gets when the job has no `state` grant.
+const STATE_NOT_GRANTED: &str = "key-value state is not granted to this job";
+
+impl HostState {
+    /// Runs a state call. Writes wait in the execution's overlay while its
+    /// own database session holds the write lock of the file the state is
+    /// kept in; waiting writes go out with the first write made without it
+    /// (or when the batch or the execution ends).
+    fn state_call<T>(
+        &mut self,
+        f: impl FnOnce(&mut JobState, bool) -> Result<T, StateError>,
+    ) -> WResult<Result<T, String>> {
+        self.check()?;
+        let Some(state) = self.state.as_mut() else {
+            return Ok(Err(format!(
+                "{STATE_NOT_GRANTED} (set `state = true` under [jobs.{}] in sundial.toml)",
+                self.job_name
+            )));
+        };
+        let blocked = state.shares_app_file() && self.db.as_ref().is_some_and(AppSession::may_hold_write_lock);
+        Ok(f(state, blocked).map_err(|e| e.0))
+    }
+
+    /// Writes state writes that waited for the execution's own write lock
+    /// (after an item batch ended); a failure is logged and they wait on.
+    pub(crate) fn flush_state(&mut self) {
+        let blocked = self.db.as_ref().is_some_and(AppSession::may_hold_write_lock);
+        if let Some(state) = self.state.as_mut()
+            && state.has_pending()
+            && !(blocked && state.shares_app_file())
+            && let Err(e) = state.flush()
+        {
+            tracing::warn!(job = %self.job_name, execution = self.execution_id, error = %e,
+                "key-value state writes could not be saved yet; retrying later");
+            self.logs.push("WARN", &format!("{e} (the writes are retried before the execution ends)"));
         }
     }
 }
@@ -342,14 +384,14 @@ impl time::Host for HostState {
 }
 
 impl state::Host for HostState {
-    fn get(&mut self, _key: String) -> WResult<Result<Option<Vec<u8>>, String>> {
-        Ok(Err("key-value state is not granted to this job".into()))
+    fn get(&mut self, key: String) -> WResult<Result<Option<Vec<u8>>, String>> {
+        self.state_call(|s, _| s.get(&key))
     }
-    fn set(&mut self, _key: String, _value: Vec<u8>) -> WResult<Result<(), String>> {
-        Ok(Err("key-value state is not granted to this job".into()))
+    fn set(&mut self, key: String, value: Vec<u8>) -> WResult<Result<(), String>> {
+        self.state_call(|s, blocked| s.set(&key, value, blocked))
     }
-    fn delete(&mut self, _key: String) -> WResult<Result<(), String>> {
-        Ok(Err("key-value state is not granted to this job".into()))
+    fn delete(&mut self, key: String) -> WResult<Result<(), String>> {
+        self.state_call(|s, blocked| s.delete(&key, blocked))
     }
 }
 

@@ -120,6 +120,8 @@ pub trait ItemDriver {
     fn log(&mut self, message: &str);
     /// Where live progress goes.
     fn progress(&self) -> &Progress;
+    /// Called after each batch transaction ended (committed or rolled back).
+    fn batch_ended(&mut self) {}
 }
 
 /// The run as the engine sees it.
@@ -257,6 +259,12 @@ impl ItemDriver for WasmDriver<'_> {
 
     fn progress(&self) -> &Progress {
         &self.store.data().progress
+    }
+
+    fn batch_ended(&mut self) {
+        // Key-value state writes made while the batch held the write lock of
+        // the file they go to.
+        self.store.data_mut().flush_state();
     }
 }
 
@@ -397,8 +405,14 @@ impl<D: ItemDriver> Engine<'_, D> {
 
     /// Ends the batch: rolls back in a dry run, else writes the checkpoint
     /// (or deletes it when the run is complete) and commits. If the commit
-    /// fails, the batch's items are counted as failed.
+    /// fails, the batch's items are counted as failed. Then the driver
+    /// hears that the batch ended.
     fn end_batch(&mut self, at: &Position, complete: bool) {
+        self.end_batch_transaction(at, complete);
+        self.driver.batch_ended();
+    }
+
+    fn end_batch_transaction(&mut self, at: &Position, complete: bool) {
         let dry_run = self.run.dry_run;
         let checkpoints = self.checkpoints;
         let job = SqlValue::Text(self.run.job_name.clone());

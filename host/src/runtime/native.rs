@@ -143,7 +143,8 @@ impl JobCode {
 
 /// Runs a native job to its end on the current (worker) thread.
 pub(crate) fn execute_native(rt: &Runtime, job: &dyn NativeJob, inv: Invocation) -> RunReport {
-    let Invocation { ctx, limits, db, cancel, progress } = inv;
+    // Native code reaches its own storage; the `state` grant is for components.
+    let Invocation { ctx, limits, db, state: _, cancel, progress } = inv;
     let deadline = Instant::now() + limits.timeout;
     let mut db = db;
     if let Some(session) = db.as_mut() {

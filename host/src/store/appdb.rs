@@ -325,6 +325,13 @@ impl AppSession {
         self.tx != TxState::None
     }
 
+    /// Whether the session may hold the database file's write lock: a
+    /// read-write session whose connection is inside a transaction (the
+    /// host's, or one the guest began itself).
+    pub fn may_hold_write_lock(&self) -> bool {
+        self.access == DbAccess::ReadWrite && self.conn.as_ref().is_some_and(|c| !c.is_autocommit())
+    }
+
     /// Opens the item savepoint inside the open transaction.
     pub fn savepoint(&mut self) -> Result<(), AppDbError> {
         if self.tx != TxState::Open {

@@ -10,6 +10,7 @@
 pub mod appdb;
 pub mod host_lock;
 mod hot;
+pub mod state;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -22,6 +22,8 @@
 //!   the seed jobs from `jobs/` on hand-made fixtures and on the demo data.
 //! - `jobs_listed_companies`: the HTTP job against a local server, and the
 //!   per-job HTTP allowlist.
+//! - `state`: key-value state: kept across executions, versions and restarts,
+//!   the grant, dry runs, limits, item jobs.
 
 // Test code: failing loudly is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -46,4 +48,5 @@ mod resume;
 mod runs;
 mod sandbox;
 mod scheduling;
+mod state;
 mod ui;

@@ -5,9 +5,12 @@
 //! `flood` (writes `mib` MiB, default 1024, to stdout), `recurse` (unbounded
 //! recursion), `big-return` (returns a message of `mib` MiB, default 200),
 //! `sleep` (blocks in a host call for an hour), `probe` (tries the file system, the network and the environment, and
-//! reports what it got).
+//! reports what it got), `state` (key-value state; the argument `op` picks the
+//! call: `count` (default: adds one to the counter `key`, default "counter",
+//! `times` times and reports it), `get`, `set` (`value`, or `bytes` bytes of
+//! `x`), `delete`; every state error is a fatal error with the host's message).
 
-use sundial_guest::{Context, Job, JobError, JobInfo, Outcome, log};
+use sundial_guest::{Context, Job, JobError, JobInfo, Outcome, log, state};
 
 struct Faulty;
 
@@ -65,8 +68,46 @@ impl Job for Faulty {
                 Ok(Outcome::unchanged())
             }
             "probe" => Ok(Outcome::unchanged().with_message(probe())),
+            "state" => state_op(ctx).map_err(|e| JobError::fatal(format!("state: {e}"))),
             other => Err(JobError::fatal(format!("unknown mode {other:?}"))),
         }
+    }
+}
+
+/// The `state` mode.
+fn state_op(ctx: &Context) -> Result<Outcome, String> {
+    let key = ctx.arg("key").unwrap_or("counter");
+    match ctx.arg("op").unwrap_or("count") {
+        "count" => {
+            let times: u32 = ctx.arg("times").and_then(|t| t.parse().ok()).unwrap_or(1);
+            let mut n = 0u64;
+            for _ in 0..times {
+                n = match state::get(key)? {
+                    Some(b) => String::from_utf8_lossy(&b).parse().map_err(|e| format!("not a counter: {e}"))?,
+                    None => 0,
+                } + 1;
+                state::set(key, n.to_string().as_bytes())?;
+            }
+            Ok(Outcome::changed(1).with_message(format!("counter {n}")))
+        }
+        "get" => Ok(Outcome::unchanged().with_message(match state::get(key)? {
+            Some(b) if b.len() > 64 => format!("{} bytes", b.len()),
+            Some(b) => format!("value {:?}", String::from_utf8_lossy(&b)),
+            None => "missing".to_string(),
+        })),
+        "set" => {
+            let value = match ctx.arg("bytes").and_then(|b| b.parse::<usize>().ok()) {
+                Some(n) => vec![b'x'; n],
+                None => ctx.arg("value").unwrap_or("").as_bytes().to_vec(),
+            };
+            state::set(key, &value)?;
+            Ok(Outcome::changed(1).with_message(format!("set {} bytes", value.len())))
+        }
+        "delete" => {
+            state::delete(key)?;
+            Ok(Outcome::changed(1).with_message("deleted"))
+        }
+        other => Err(format!("unknown op {other:?}")),
     }
 }
 

@@ -589,6 +589,7 @@
       definitionList([
         ['Database', grants.database || 'none'],
         ['HTTP hosts', hosts.length ? joined(hosts.map(code), ', ') : 'none'],
+        ['Key-value state', grants.state ? 'granted' : 'none'],
         ['Requested', (job.requested || []).join(', ') || 'nothing'],
       ]),
       mismatches.length > 0 && h('ul', { class: 'grant-mismatches' }, mismatches.map((text) => h('li', null, text))),
