@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 
 scripts/install-guest-toolchain.sh
 scripts/install-browser.sh
+scripts/install-python-toolchain.sh
 cargo xtask build-jobs --fixtures
 cargo test --workspace "$@"

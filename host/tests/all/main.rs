@@ -22,6 +22,8 @@
 //!   the seed jobs from `jobs/` on hand-made fixtures and on the demo data.
 //! - `jobs_listed_companies`: the HTTP job against a local server, and the
 //!   per-job HTTP allowlist.
+//! - `python`: the `cleanup` job written in Python (componentize-py), next
+//!   to the Rust one.
 //! - `state`: key-value state: kept across executions, versions and restarts,
 //!   the grant, dry runs, limits, item jobs.
 
@@ -43,6 +45,7 @@ mod jobs_recommendation;
 mod jobs_snapshot;
 mod jobs_weekly;
 mod notify;
+mod python;
 mod reload;
 mod resume;
 mod runs;
