@@ -44,6 +44,13 @@
 //! Errors say what the host should do: [`JobError::skip`] (a precondition is
 //! not met; recorded, never retried), [`JobError::retryable`] and
 //! [`JobError::fatal`]. A database error converts into one of these with `?`.
+//!
+//! # Testing
+//!
+//! The `testing` feature (for `[dev-dependencies]`) adds the module
+//! `sundial_guest::testing`: `cargo test` runs a job's `run` or its items
+//! against an in-memory SQLite database, with the host's rules for
+//! parameters, grants and per-item transactions, and no component build.
 
 #![warn(missing_docs)]
 
@@ -74,6 +81,19 @@ pub mod __bindings {
 extern crate self as sundial_guest;
 
 use __bindings::sundial::job as wit;
+
+// Where the imported interfaces are served. In a component (and on any target
+// without the `testing` feature) that is the host, through the generated
+// imports; with `testing` on the build machine it is the in-process backend of
+// [`testing`], whose functions have the same signatures.
+#[cfg(not(all(feature = "testing", not(target_arch = "wasm32"))))]
+use wit as sys;
+
+#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
+use testing::backend as sys;
+
+#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
+pub mod testing;
 
 /// A single-shot job: the host calls [`Job::run`] once per execution.
 pub trait Job {
@@ -232,7 +252,8 @@ pub mod __private {
 /// Logging into the execution's log, which operators see in `sundial history`,
 /// the API and the UI.
 pub mod log {
-    use super::wit::log::{Level, log};
+    use super::sys::log::log;
+    use super::wit::log::Level;
 
     /// Logs at debug level.
     pub fn debug(message: &str) {
@@ -262,7 +283,7 @@ pub mod db {
     /// Runs a statement that returns rows.
     pub fn query(sql: &str, params: &[Value]) -> Result<Rows, DbError> {
         let params: Vec<_> = params.iter().cloned().map(Into::into).collect();
-        wit::database::query(sql, &params).map(Into::into).map_err(Into::into)
+        sys::database::query(sql, &params).map(Into::into).map_err(Into::into)
     }
 
     /// Runs a statement that returns at most one row.
@@ -273,7 +294,7 @@ pub mod db {
     /// Runs a statement that changes data and returns the number of rows affected.
     pub fn execute(sql: &str, params: &[Value]) -> Result<u64, DbError> {
         let params: Vec<_> = params.iter().cloned().map(Into::into).collect();
-        wit::database::execute(sql, &params).map_err(Into::into)
+        sys::database::execute(sql, &params).map_err(Into::into)
     }
 }
 
@@ -329,30 +350,30 @@ impl From<DbError> for JobError {
 pub mod progress {
     /// Reports `done` units of `total` finished.
     pub fn report(done: u64, total: Option<u64>) {
-        super::wit::progress::report(done, total)
+        super::sys::progress::report(done, total)
     }
 }
 
 /// Time and time zones, using the host's clock and IANA database.
 pub mod time {
-    use super::wit;
+    use super::{sys, wit};
 
     pub use wit::types::LocalDatetime as LocalDateTime;
 
     /// The host's current time in milliseconds since the Unix epoch.
     pub fn now_ms() -> i64 {
-        wit::time::now()
+        sys::time::now()
     }
 
     /// The local date and time of `instant_ms` in the IANA zone `zone`.
     pub fn to_local(instant_ms: i64, zone: &str) -> Result<LocalDateTime, String> {
-        wit::time::to_local(instant_ms, zone)
+        sys::time::to_local(instant_ms, zone)
     }
 
     /// The instant of a local date and time in `zone` (a time in a DST gap moves
     /// to the end of the gap; a repeated time resolves to its first occurrence).
     pub fn from_local(local: LocalDateTime, zone: &str) -> Result<i64, String> {
-        wit::time::from_local(local, zone)
+        sys::time::from_local(local, zone)
     }
 
     /// The local calendar date of `instant_ms` in `zone`.
@@ -378,19 +399,19 @@ pub mod time {
 /// The job's private key-value state, kept by the host between executions.
 /// Requires the `key-value` grant.
 pub mod state {
-    use super::wit;
+    use super::sys;
 
     /// Reads a value.
     pub fn get(key: &str) -> Result<Option<Vec<u8>>, String> {
-        wit::state::get(key)
+        sys::state::get(key)
     }
     /// Sets a value (at most 1 MiB).
     pub fn set(key: &str, value: &[u8]) -> Result<(), String> {
-        wit::state::set(key, value)
+        sys::state::set(key, value)
     }
     /// Removes a key.
     pub fn delete(key: &str) -> Result<(), String> {
-        wit::state::delete(key)
+        sys::state::delete(key)
     }
 }
 

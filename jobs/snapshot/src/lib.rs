@@ -97,3 +97,128 @@ impl RunConsts {
 }
 
 sundial_guest::export_item_job!(Snapshot);
+
+#[cfg(test)]
+mod tests {
+    use sundial_guest::testing::{RunStatus, TestRun};
+    use sundial_guest::{DbError, JobError, Value};
+
+    use super::Snapshot;
+
+    /// The application schema the example jobs work on.
+    const SCHEMA: &str = include_str!("../../../host/src/demo/schema.sql");
+
+    /// Six users: 1 and 6 have an active target (1 also an older inactive
+    /// one), 2 has no target, 3 only an inactive one, 4 withdrew, 5 already
+    /// has yesterday's snapshot (from a target since changed). The run is
+    /// the one scheduled for 2026-11-22T00:10Z, in UTC.
+    fn fixture() -> TestRun {
+        TestRun::new()
+            .sql(SCHEMA)
+            .and_then(|t| {
+                t.sql(
+                    "INSERT INTO users (id, name, plan, timezone, withdrawn_at) VALUES
+                        (1, 'alice', 'PAID', 'Asia/Tokyo', NULL),
+                        (2, 'bob', 'FREE', 'UTC', NULL),
+                        (3, 'carol', 'TRIAL', 'Europe/Berlin', NULL),
+                        (4, 'dave', 'PAID', 'UTC', '2026-10-01T00:00:00Z'),
+                        (5, 'erin', 'FREE', 'America/New_York', NULL),
+                        (6, 'frank', 'TRIAL', 'Pacific/Auckland', NULL);
+                     INSERT INTO targets (id, user_id, calories, protein_g, fat_g, carbs_g, active, created_at) VALUES
+                        (10, 1, 1800, 100, 50, 230, 0, '2026-09-01T00:00:00Z'),
+                        (11, 1, 2000, 125, 55, 250, 1, '2026-11-01T00:00:00Z'),
+                        (30, 3, 1600, 90, 45, 200, 0, '2026-08-01T00:00:00Z'),
+                        (40, 4, 2100, 130, 60, 260, 1, '2026-09-01T00:00:00Z'),
+                        (50, 5, 2200, 140, 60, 280, 1, '2026-11-20T00:00:00Z'),
+                        (60, 6, 2500, 150, 70, 320, 1, '2026-11-01T00:00:00Z');
+                     INSERT INTO daily_target_snapshots
+                        (user_id, date, target_id, calories, protein_g, fat_g, carbs_g, created_at) VALUES
+                        (5, '2026-11-21', 50, 1900, 110, 50, 240, '2026-11-21T00:10:00Z');",
+                )
+            })
+            .and_then(|t| t.scheduled_for("2026-11-22T00:10:00Z"))
+            .unwrap()
+    }
+
+    /// `user_id date target_id calories` of every snapshot, one per line.
+    fn snapshots(t: &TestRun) -> Vec<String> {
+        t.query(
+            "SELECT user_id || ' ' || date || ' ' || target_id || ' ' || calories FROM daily_target_snapshots
+             ORDER BY date, user_id",
+            &[],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r.str(0).unwrap().to_string())
+        .collect()
+    }
+
+    #[test]
+    fn fixes_yesterdays_target_of_every_active_user_once() {
+        let mut t = fixture().now("2026-11-22T00:10:02Z").unwrap();
+        let report = t.run_items::<Snapshot>().unwrap();
+        assert_eq!(report.status(), RunStatus::Succeeded);
+        // The withdrawn user is not an item; users without an active target are skipped.
+        assert_eq!((report.total(), report.ok, report.skipped, report.failed), (5, 3, 2, 0));
+        assert_eq!(report.changed, 2, "users 1 and 6 get a snapshot; user 5 already had one");
+        assert_eq!(
+            report.problems(),
+            [("2", &JobError::skip("no active target")), ("3", &JobError::skip("no active target"))]
+        );
+        assert_eq!(
+            snapshots(&t),
+            ["1 2026-11-21 11 2000", "5 2026-11-21 50 1900", "6 2026-11-21 60 2500"],
+            "the active target is copied; an existing snapshot keeps its values"
+        );
+        let created = t.value("SELECT created_at FROM daily_target_snapshots WHERE user_id = 1", &[]).unwrap();
+        assert_eq!(created, Value::from("2026-11-22T00:10:02Z"), "stamped with the host's clock");
+
+        // The user edits the target afterwards: yesterday's snapshot does not follow.
+        t.execute("UPDATE targets SET calories = 2400 WHERE id = 11", &[]).unwrap();
+        let again = t.run_items::<Snapshot>().unwrap();
+        assert_eq!((again.total(), again.ok, again.changed), (5, 3, 0));
+        assert_eq!(snapshots(&t)[0], "1 2026-11-21 11 2000");
+    }
+
+    #[test]
+    fn yesterday_is_in_the_jobs_time_zone_or_before_the_date_asked_for() {
+        // 00:10 UTC on the 22nd is still the 21st in New York.
+        let mut t = fixture().timezone("America/New_York").unwrap();
+        assert_eq!(t.run_items::<Snapshot>().unwrap().changed, 3);
+        assert!(snapshots(&t).iter().filter(|s| s.contains("2026-11-20")).count() == 3);
+
+        let mut t = fixture().date("2026-11-10").unwrap();
+        assert_eq!(t.run_items::<Snapshot>().unwrap().changed, 3);
+        let backfilled: Vec<_> = snapshots(&t).into_iter().filter(|s| s.contains("2026-11-09")).collect();
+        assert_eq!(backfilled, ["1 2026-11-09 11 2000", "5 2026-11-09 50 2200", "6 2026-11-09 60 2500"]);
+    }
+
+    #[test]
+    fn a_failing_user_is_rolled_back_and_the_others_go_on() {
+        let mut t = fixture()
+            .sql(
+                "CREATE TRIGGER frozen BEFORE INSERT ON daily_target_snapshots WHEN NEW.user_id = 1
+                 BEGIN SELECT RAISE(ABORT, 'snapshots of user 1 are frozen'); END;",
+            )
+            .unwrap();
+        let report = t.run_items::<Snapshot>().unwrap();
+        assert_eq!(report.status(), RunStatus::Partial);
+        assert_eq!((report.total(), report.ok, report.skipped, report.failed), (5, 2, 2, 1));
+        let expected = JobError::from(DbError::Constraint("snapshots of user 1 are frozen".into()));
+        assert_eq!(report.result("1"), Some(&Err(expected)));
+        assert_eq!(snapshots(&t), ["5 2026-11-21 50 1900", "6 2026-11-21 60 2500"]);
+
+        // Once the cause is gone, a re-run does exactly the missing user.
+        t.execute("DROP TRIGGER frozen", &[]).unwrap();
+        assert_eq!(t.run_items::<Snapshot>().unwrap().changed, 1);
+        assert_eq!(snapshots(&t).len(), 3);
+    }
+
+    #[test]
+    fn a_dry_run_writes_nothing() {
+        let mut t = fixture().dry_run();
+        let report = t.run_items::<Snapshot>().unwrap();
+        assert_eq!(report.changed, 2);
+        assert_eq!(snapshots(&t), ["5 2026-11-21 50 1900"]);
+    }
+}
