@@ -57,7 +57,32 @@ enum Command {
     /// Run the scheduler, the jobs, the HTTP API and the UI in the foreground until Ctrl-C.
     Serve(ServeCmd),
     /// Run one job now and exit: 0 if it succeeded, 1 otherwise (for OS cron).
+    /// With --component, run a job file directly: no jobs directory, no
+    /// running host, the job granted what it asks for (a job author's loop).
     Run(RunCmd),
+    /// Scaffold a job crate: Cargo.toml, src/lib.rs with a working job, README.
+    New {
+        /// The job's name (lowercase letters, digits, dashes).
+        name: String,
+        /// A single-shot job (`Job`) or a per-item job (`ItemJob`).
+        #[arg(long, value_enum, default_value_t = crate::authoring::Kind::Single)]
+        kind: crate::authoring::Kind,
+        /// Where to create the crate (default: jobs/<name> at the root of
+        /// Sundial's workspace, ./<name> anywhere else).
+        #[arg(long, value_name = "DIR")]
+        path: Option<PathBuf>,
+    },
+    /// Compile a job crate to a wasm32-wasip2 component with whichever
+    /// toolchain is available; print the file, its size, digest and what it asks for.
+    Build {
+        /// The job crate's directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// cargo's target directory for the build (default: wasm/ under the
+        /// crate's own target directory).
+        #[arg(long, value_name = "DIR")]
+        target_dir: Option<PathBuf>,
+    },
     /// List the jobs: schedule, time zone, switch, next run.
     Jobs {
         /// One JSON array of the stored jobs instead of a table (for scripts).
@@ -125,7 +150,13 @@ struct ServeCmd {
 #[derive(Debug, Args)]
 struct RunCmd {
     /// The job's name.
-    job: String,
+    #[arg(required_unless_present = "component")]
+    job: Option<String>,
+    /// Run this component file instead of a job of the jobs directory. Its
+    /// execution record is kept in a temporary database; --db names the
+    /// application database the job reads and writes.
+    #[arg(long, value_name = "FILE.wasm", conflicts_with = "job")]
+    component: Option<PathBuf>,
     /// Run as if scheduled for this local date (YYYY-MM-DD), e.g. a backfill.
     #[arg(long, value_name = "YYYY-MM-DD")]
     date: Option<String>,
@@ -199,8 +230,13 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Schedule { command: ScheduleCmd::Next { expression, tz, after, count } } = &cli.command {
-        return schedule_next(expression, tz, after.as_deref(), *count);
+    match &cli.command {
+        Command::Schedule { command: ScheduleCmd::Next { expression, tz, after, count } } => {
+            return schedule_next(expression, tz, after.as_deref(), *count);
+        }
+        Command::New { name, kind, path } => return new_crate(name, *kind, path.as_deref()),
+        Command::Build { path, target_dir } => return build_crate(path, target_dir.as_deref()),
+        _ => {}
     }
     let config = Config::load(cli.global.config.as_deref())?;
     let mut options = HostOptions::new(config);
@@ -222,9 +258,66 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("database {url} is up to date");
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Schedule { .. } => Ok(ExitCode::SUCCESS),
+            Command::Schedule { .. } | Command::New { .. } | Command::Build { .. } => Ok(ExitCode::SUCCESS),
         }
     })
+}
+
+fn authoring(e: crate::authoring::AuthoringError) -> anyhow::Error {
+    if e.is_input() { Invalid(e.to_string()).into() } else { e.into() }
+}
+
+fn new_crate(name: &str, kind: crate::authoring::Kind, path: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    use crate::authoring::SdkSource;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let dir = path.map_or_else(|| crate::authoring::default_dir(&cwd, name), std::path::Path::to_path_buf);
+    let made = crate::authoring::new_crate(name, kind, &dir).map_err(authoring)?;
+    let shown = made.dir.strip_prefix(&cwd).unwrap_or(&made.dir).display().to_string();
+    let shown = if shown.is_empty() { ".".to_string() } else { shown };
+    println!("created {shown}/ (Cargo.toml, src/lib.rs, README.md)");
+    match &made.sdk {
+        SdkSource::Workspace => println!("  a member of Sundial's workspace (jobs/*)"),
+        SdkSource::Path(p) => println!("  depends on the SDK at {}", p.display()),
+        SdkSource::Version(v) => {
+            println!(
+                "  depends on sundial-guest {v} by version (set SUNDIAL_GUEST_SDK to a checkout's guest-sdk/ to use it by path)"
+            )
+        }
+    }
+    println!(
+        "next:
+  sundial build {shown}
+  sundial run --component <the printed .wasm> --db sqlite://app.db --dry-run"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn build_crate(path: &std::path::Path, target_dir: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    use sha2::Digest;
+    let built = crate::authoring::build(path, target_dir).map_err(authoring)?;
+    let digest = hex::encode(sha2::Sha256::digest(&built.bytes));
+    // Loading it is the check a host makes: a component of the right world
+    // that describes itself.
+    let runtime = crate::runtime::Runtime::new(std::sync::Arc::new(crate::clock::SystemClock))?;
+    let version = runtime
+        .load_blocking(&built.bytes)
+        .map_err(|e| anyhow::anyhow!("{} was built but a host would refuse it: {e}", built.path.display()))?;
+    let info = &version.info;
+    println!("{}", built.path.display());
+    println!("  {} bytes, sha256 {digest}", built.bytes.len());
+    println!(
+        "  job {:?} ({}), schedule {:?} {}",
+        info.name,
+        match info.kind {
+            crate::model::JobKind::Single => "single-shot",
+            crate::model::JobKind::Items => "per-item",
+        },
+        info.default_schedule,
+        info.default_timezone
+    );
+    let asks: Vec<String> = info.capabilities.iter().map(ToString::to_string).collect();
+    println!("  asks for: {}", if asks.is_empty() { "nothing".to_string() } else { asks.join(", ") });
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check_jobs_dir(options: &HostOptions) -> anyhow::Result<()> {
@@ -305,17 +398,7 @@ async fn stop_signal() -> std::io::Result<&'static str> {
 
 async fn deploy(mut options: HostOptions, file: &std::path::Path) -> anyhow::Result<ExitCode> {
     check_jobs_dir(&options)?;
-    let meta = std::fs::metadata(file).map_err(|e| Invalid(format!("cannot read {}: {e}", file.display())))?;
-    if meta.len() > crate::runtime::MAX_COMPONENT_BYTES as u64 {
-        let max = crate::runtime::MAX_COMPONENT_BYTES;
-        return Err(Invalid(format!(
-            "{} is {} bytes, larger than the limit of {max} bytes",
-            file.display(),
-            meta.len()
-        ))
-        .into());
-    }
-    let bytes = std::fs::read(file).map_err(|e| Invalid(format!("cannot read {}: {e}", file.display())))?;
+    let bytes = read_component(file)?;
     options.schedule = false;
     let host = Host::start(options).await.context("cannot start the host")?;
     let result = host.deploy(bytes).await;
@@ -358,24 +441,133 @@ async fn rollback(mut options: HostOptions, job: &str, to: Option<&str>) -> anyh
     }
 }
 
+/// Prepares a run of a component file: a temporary jobs directory holding
+/// it, a temporary database for Sundial's records (and the compile cache),
+/// the application database from --db or the configuration, and the job
+/// granted what it asks for unless the configuration says otherwise. Returns
+/// the job's name and the directory to keep until the run is over.
+async fn prepare_component_run(
+    options: &mut HostOptions,
+    file: &std::path::Path,
+) -> anyhow::Result<(String, tempfile::TempDir)> {
+    use crate::model::Capability;
+    let bytes = read_component(file)?;
+    let scratch =
+        tempfile::Builder::new().prefix("sundial-run-").tempdir().context("cannot make a temporary directory")?;
+    options.config.cache_dir = Some(scratch.path().join("cache"));
+    let runtime = crate::runtime::Runtime::with_cache(options.clock.clone(), Some(&options.cache_dir()))?;
+    let version =
+        runtime.load(bytes.clone()).await.map_err(|e| Invalid(format!("{} cannot run: {e}", file.display())))?;
+    let info = &version.info;
+    let requested_db = info.capabilities.iter().find_map(|c| match c {
+        Capability::Database(a) => Some(*a),
+        _ => None,
+    });
+    let app_url = options
+        .database_url
+        .clone()
+        .or_else(|| options.config.app_database.clone().or_else(|| options.config.database.clone()))
+        .map(|u| options.config.resolve_url(&u));
+    let app_url = match (app_url, requested_db) {
+        (Some(url), _) => url,
+        (None, Some(access)) if access != crate::model::DbAccess::None => {
+            return Err(Invalid(format!(
+                "{} asks for {access} access to the application database: pass --db sqlite://FILE \
+                 (`sundial demo --db sqlite://app.db` makes a demo database)",
+                info.name
+            ))
+            .into());
+        }
+        (None, _) => format!("sqlite://{}", scratch.path().join("app.db").display()),
+    };
+    let settings = options.config.jobs.entry(info.name.clone()).or_default();
+    if settings.database.is_none() {
+        settings.database = requested_db;
+    }
+    if settings.http.is_none() {
+        let hosts: Vec<String> = info
+            .capabilities
+            .iter()
+            .filter_map(|c| match c {
+                Capability::Http(h) if h != "*" => Some(h.clone()),
+                _ => None,
+            })
+            .collect();
+        settings.http = Some(hosts);
+    }
+    let grants: Vec<String> = settings
+        .database
+        .map(|a| format!("database {a}"))
+        .into_iter()
+        .chain(settings.http.iter().flatten().map(|h| format!("http {h}")))
+        .collect();
+    eprintln!(
+        "running {} (sha256 {}…) from {} against {app_url}; granted: {}",
+        info.name,
+        version.digest.get(..12).unwrap_or(&version.digest),
+        file.display(),
+        if grants.is_empty() { "nothing".to_string() } else { grants.join(", ") }
+    );
+    let name = info.name.clone();
+    let jobs = scratch.path().join("jobs");
+    std::fs::create_dir_all(&jobs)?;
+    std::fs::write(jobs.join(sundial_toolchain::component_file_name(&name)), &bytes[..])?;
+    options.jobs_dir = Some(jobs);
+    options.database_url = Some(format!("sqlite://{}", scratch.path().join("sundial.db").display()));
+    options.config.app_database = Some(app_url);
+    Ok((name, scratch))
+}
+
+/// Reads a component file, refusing one over the size limit.
+fn read_component(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let meta = std::fs::metadata(file).map_err(|e| Invalid(format!("cannot read {}: {e}", file.display())))?;
+    if meta.len() > crate::runtime::MAX_COMPONENT_BYTES as u64 {
+        let max = crate::runtime::MAX_COMPONENT_BYTES;
+        return Err(Invalid(format!(
+            "{} is {} bytes, larger than the limit of {max} bytes",
+            file.display(),
+            meta.len()
+        ))
+        .into());
+    }
+    Ok(std::fs::read(file).map_err(|e| Invalid(format!("cannot read {}: {e}", file.display())))?)
+}
+
 async fn run_job(mut options: HostOptions, cmd: RunCmd) -> anyhow::Result<ExitCode> {
-    check_jobs_dir(&options)?;
     if let Some(d) = &cmd.date {
         chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
             .map_err(|_| Invalid(format!("--date {d:?} is not a date in the form YYYY-MM-DD")))?;
     }
+    let (job, scratch) = match (&cmd.component, &cmd.job) {
+        (Some(file), _) => {
+            let (job, scratch) = prepare_component_run(&mut options, file).await?;
+            (job, Some(scratch))
+        }
+        (None, Some(job)) => {
+            check_jobs_dir(&options)?;
+            (job.clone(), None)
+        }
+        (None, None) => return Err(Invalid("name a job, or pass --component FILE.wasm".into()).into()),
+    };
     options.schedule = false;
     let host = Host::start(options).await.context("cannot start the host")?;
+    if scratch.is_some()
+        && let Some((file, error)) = host.loaded.failed.first()
+    {
+        let message = format!("{} cannot run: {error}", file.display());
+        host.stop().await;
+        return Err(Invalid(message).into());
+    }
     let args = RunArgs { date: cmd.date, limit: cmd.limit, dry_run: cmd.dry_run, args: cmd.args };
     let mut events = host.subscribe();
-    let started = match host.start_run(&cmd.job, args).await {
+    let started = match host.start_run(&job, args).await {
         Ok(s) => s,
         Err(e @ crate::host::HostError::UnknownJob { .. }) => return Err(Invalid(e.to_string()).into()),
         Err(e) => return Err(e.into()),
     };
     let id = started.id;
     let mut done = started.done;
-    let mut progress = ProgressLine::new(&cmd.job, std::io::stderr().is_terminal());
+    let mut progress = ProgressLine::new(&job, std::io::stderr().is_terminal());
     let report = loop {
         tokio::select! {
             r = &mut done => break r.map_err(|_| crate::host::HostError::Abandoned)?,
@@ -390,6 +582,16 @@ async fn run_job(mut options: HostOptions, cmd: RunCmd) -> anyhow::Result<ExitCo
     };
     progress.finish();
     host.stop().await;
+    drop(scratch);
+    if cmd.component.is_some() && !cmd.json {
+        // The author's loop: the job's own log lines first.
+        for line in report.logs.lines() {
+            eprintln!("  | {line}");
+        }
+        if cmd.dry_run {
+            eprintln!("  dry run: nothing was committed");
+        }
+    }
     if cmd.json {
         let ok =
             matches!(report.status, ExecutionStatus::Succeeded | ExecutionStatus::Skipped) && report.items_failed == 0;
@@ -399,7 +601,7 @@ async fn run_job(mut options: HostOptions, cmd: RunCmd) -> anyhow::Result<ExitCo
             .map(|p| serde_json::json!({"item": p.key, "class": p.class, "message": p.message}))
             .collect();
         let v = serde_json::json!({
-            "job": cmd.job,
+            "job": job,
             "execution_id": id,
             "status": report.status,
             "summary": report.summary,
@@ -414,7 +616,7 @@ async fn run_job(mut options: HostOptions, cmd: RunCmd) -> anyhow::Result<ExitCo
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}: {}", cmd.job, report.status)?;
+    writeln!(out, "{job}: {}", report.status)?;
     if let Some(s) = &report.summary {
         writeln!(out, "  {s}")?;
     }

@@ -29,6 +29,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod authoring;
 pub mod builtin;
 pub mod cli;
 pub mod clock;

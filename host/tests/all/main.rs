@@ -14,6 +14,8 @@
 //!   restarts, crash recovery, overlap, retries.
 //! - `items`: the per-item loop: isolation, rollback, limit, dry run.
 //! - `cli`: the `sundial` binary as an operator uses it.
+//! - `authoring`: a job author's loop: `sundial new`, `build`, `run --component`,
+//!   deploying to a running host.
 //! - `fuzz_load`: arbitrary and mutated bytes through the component loader.
 //! - `notify`: webhook notifications against a real receiver.
 //! - `embedding`: the builder, a shared pool, native jobs, graceful shutdown,
@@ -34,6 +36,7 @@ mod fixtures;
 mod helpers;
 
 mod api;
+mod authoring;
 mod backup;
 mod cli;
 mod embedding;
