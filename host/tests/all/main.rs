@@ -18,6 +18,8 @@
 //!   deploying to a running host.
 //! - `fuzz_load`: arbitrary and mutated bytes through the component loader.
 //! - `notify`: webhook notifications against a real receiver.
+//! - `wit_versions`: released `sundial:job` contracts never change; components
+//!   built against each still run.
 //! - `embedding`: the builder, a shared pool, native jobs, graceful shutdown,
 //!   and the example application that mounts Sundial under a prefix.
 //! - `jobs_snapshot`, `jobs_recommendation`, `jobs_metrics`, `jobs_weekly`:
@@ -56,3 +58,4 @@ mod sandbox;
 mod scheduling;
 mod state;
 mod ui;
+mod wit_versions;
