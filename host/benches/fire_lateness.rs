@@ -93,6 +93,7 @@ async fn sundial_run(n: usize, secs: u64) -> Figures {
             repo: repo.clone(),
             app_db: None,
             state_db: None,
+            slots: None,
             clock: clock.clone(),
             node: "bench".into(),
             events: events.clone(),

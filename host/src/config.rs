@@ -124,6 +124,12 @@ pub struct JobSettings {
     pub expected_duration_secs: Option<u64>,
     /// Re-run an execution that was cut short by a host crash (default false).
     pub retry_on_crash: Option<bool>,
+    /// Order among executions waiting for a slot (`max_running`): higher
+    /// first (default 0).
+    pub priority: Option<i32>,
+    /// At most this many executions of the job at once (with `overlap =
+    /// "allow"`); more wait, queued.
+    pub max_running: Option<u32>,
     /// Operator arguments passed to every run.
     #[serde(default)]
     pub args: BTreeMap<String, String>,
@@ -149,6 +155,8 @@ impl JobSettings {
             retry_backoff_secs: self.retry_backoff_secs.or(base.retry_backoff_secs),
             expected_duration_secs: self.expected_duration_secs.or(base.expected_duration_secs),
             retry_on_crash: self.retry_on_crash.or(base.retry_on_crash),
+            priority: self.priority.or(base.priority),
+            max_running: self.max_running.or(base.max_running),
             args,
         }
     }
@@ -201,6 +209,9 @@ pub struct Config {
     /// Webhooks notified of failures, partial runs, recoveries and overruns.
     #[serde(default)]
     pub webhooks: Vec<crate::notify::Webhook>,
+    /// At most this many executions running at once on this host, all jobs
+    /// together; more wait, queued, in priority order (default: no limit).
+    pub max_running: Option<u32>,
     /// Where relative paths are resolved (the file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -233,6 +244,10 @@ pub struct JobConfig {
     pub expected_duration: Duration,
     /// Re-run executions cut short by a crash.
     pub retry_on_crash: bool,
+    /// Order among executions waiting for a slot (higher first).
+    pub priority: i32,
+    /// At most this many executions of the job at once.
+    pub max_running: Option<u32>,
     /// Operator arguments for every run.
     pub args: Vec<(String, String)>,
 }
@@ -269,6 +284,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_running == Some(0) {
+            return Err(ConfigError::Section {
+                section: "max_running",
+                message: "must be at least 1 (leave it out for no limit)".into(),
+            });
+        }
         for hook in &self.webhooks {
             hook.validate().map_err(|message| ConfigError::Section { section: "[[webhooks]]", message })?;
         }
@@ -295,6 +316,9 @@ impl Config {
             }
             if s.max_attempts == Some(0) {
                 return Err(err("max_attempts must be at least 1".into()));
+            }
+            if s.max_running == Some(0) {
+                return Err(err("max_running must be at least 1".into()));
             }
             parse_http_grant(s.http.as_deref()).map_err(|e| err(format!("http: {e}")))?;
             if let Some(r) = s.http_rate_per_sec
@@ -365,6 +389,8 @@ impl Config {
             retry_backoff: Duration::from_secs(s.retry_backoff_secs.unwrap_or(30)),
             expected_duration: Duration::from_secs(s.expected_duration_secs.unwrap_or(3600)),
             retry_on_crash: s.retry_on_crash.unwrap_or(false),
+            priority: s.priority.unwrap_or(0),
+            max_running: s.max_running,
             args: s.args.into_iter().collect(),
         })
     }

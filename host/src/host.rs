@@ -193,6 +193,8 @@ pub struct Host {
     pub clock: Arc<dyn Clock>,
     /// Counters and histograms fed by the host's events (`/metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The host-wide limit on running executions (`max_running`), if any.
+    pub slots: Option<crate::slots::Slots>,
     events: Events,
     /// A scheduling host's hold on its SQLite database, released at shutdown.
     lock: Arc<std::sync::Mutex<Option<crate::store::host_lock::HostLock>>>,
@@ -260,6 +262,7 @@ impl Host {
         {
             native.push(Arc::new(crate::builtin::Retention { database }));
         }
+        let slots = options.config.max_running.map(|n| crate::slots::Slots::new(n as usize));
         let loader = Loader::new(LoaderSetup {
             dir: options.jobs_dir(),
             config: Arc::new(options.config.clone()),
@@ -268,6 +271,7 @@ impl Host {
             scheduler: scheduler.clone(),
             app_db: Some(app_db),
             state_db: Some(state_db),
+            slots: slots.clone(),
             clock: options.clock.clone(),
             node: options.node.clone(),
             events: events.clone(),
@@ -302,6 +306,7 @@ impl Host {
             node: options.node,
             clock: options.clock,
             metrics,
+            slots,
             events,
             lock: Arc::new(std::sync::Mutex::new(lock)),
         })

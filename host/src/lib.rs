@@ -44,4 +44,5 @@ pub mod model;
 pub mod notify;
 pub mod runtime;
 pub mod schedule;
+pub mod slots;
 pub mod store;

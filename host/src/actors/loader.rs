@@ -41,6 +41,7 @@ pub struct Loader {
     scheduler: Option<Addr<Scheduler>>,
     app_db: Option<AppDb>,
     state_db: Option<StateDb>,
+    slots: Option<crate::slots::Slots>,
     clock: Arc<dyn Clock>,
     node: String,
     events: Events,
@@ -83,6 +84,8 @@ pub struct LoaderSetup {
     pub app_db: Option<AppDb>,
     /// Where jobs' key-value state is kept.
     pub state_db: Option<StateDb>,
+    /// The host-wide limit on running executions, if any.
+    pub slots: Option<crate::slots::Slots>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// This host's name.
@@ -105,6 +108,7 @@ impl Loader {
             scheduler: s.scheduler,
             app_db: s.app_db,
             state_db: s.state_db,
+            slots: s.slots,
             clock: s.clock,
             node: s.node,
             events: s.events,
@@ -144,6 +148,7 @@ impl Loader {
                     repo: self.repo.clone(),
                     app_db: self.app_db.clone(),
                     state_db: self.state_db.clone(),
+                    slots: self.slots.clone(),
                     clock: self.clock.clone(),
                     node: self.node.clone(),
                     events: self.events.clone(),

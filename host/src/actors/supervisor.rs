@@ -32,6 +32,7 @@ use crate::model::{
     Trigger,
 };
 use crate::runtime::{CancelToken, Invocation, JobCode, Progress, Runtime};
+use crate::slots::{Slot, Slots};
 use crate::store::NewExecution;
 use crate::store::appdb::AppDb;
 use crate::store::state::StateDb;
@@ -51,6 +52,10 @@ pub struct JobSupervisor {
     repo: Addr<Repository>,
     app_db: Option<AppDb>,
     state_db: Option<StateDb>,
+    /// The host-wide limit on running executions.
+    host_slots: Option<Slots>,
+    /// The job's own limit (`max_running`).
+    job_slots: Option<Slots>,
     clock: Arc<dyn Clock>,
     node: String,
     events: Events,
@@ -80,6 +85,8 @@ pub struct SupervisorSetup {
     pub app_db: Option<AppDb>,
     /// Where jobs' key-value state is kept (Sundial's database).
     pub state_db: Option<StateDb>,
+    /// The host-wide limit on running executions, if any.
+    pub slots: Option<Slots>,
     /// The host's clock.
     pub clock: Arc<dyn Clock>,
     /// This host's name.
@@ -105,6 +112,7 @@ impl JobSupervisor {
     /// A supervisor for a loaded job.
     pub fn new(s: SupervisorSetup) -> Self {
         let version_no = s.job.component_version.unwrap_or(1);
+        let job_slots = s.config.max_running.map(|n| Slots::new(n as usize));
         JobSupervisor {
             job: s.job,
             config: s.config,
@@ -115,6 +123,8 @@ impl JobSupervisor {
             repo: s.repo,
             app_db: s.app_db,
             state_db: s.state_db,
+            host_slots: s.slots,
+            job_slots,
             clock: s.clock,
             node: s.node,
             events: s.events,
@@ -207,16 +217,37 @@ impl JobSupervisor {
         Ok(None)
     }
 
+    /// Whether a concurrency limit applies to this job's executions.
+    fn limited(&self) -> bool {
+        self.host_slots.is_some() || self.job_slots.is_some()
+    }
+
+    /// The slots a run needs, if they are free now (the job's own first).
+    fn try_slots(&self) -> Option<HeldSlots> {
+        let job = match &self.job_slots {
+            Some(s) => Some(s.try_acquire()?),
+            None => None,
+        };
+        let host = match &self.host_slots {
+            Some(s) => Some(s.try_acquire()?),
+            None => None,
+        };
+        Some(HeldSlots { _job: job, _host: host })
+    }
+
     fn start(&mut self, req: StartRequest, ctx: &mut Context<Self>) {
         self.starting += 1;
-        let status = if req.at.is_some() { ExecutionStatus::Queued } else { ExecutionStatus::Running };
+        // Taken now, so that the row says `queued` when the run must wait.
+        let held = if self.limited() { self.try_slots() } else { None };
+        let waits = self.limited() && held.is_none();
+        let status = if req.at.is_some() || waits { ExecutionStatus::Queued } else { ExecutionStatus::Running };
         let new = self.new_execution(&req, status, None);
         let repo = self.repo.clone();
         let created = async move { repo.send(CreateExecution { new }).await };
         ctx.spawn(created.into_actor(self).map(move |res, act, ctx| {
             act.starting -= 1;
             match res {
-                Ok(Ok(Some(id))) => act.launch(id, req, ctx),
+                Ok(Ok(Some(id))) => act.launch(id, req, held, ctx),
                 Ok(Ok(None)) => {
                     tracing::debug!(job = %act.job.name, scheduled_for = %req.scheduled_for,
                         "this scheduled instant already has an execution; not running it again");
@@ -235,13 +266,23 @@ impl JobSupervisor {
         }));
     }
 
-    fn launch(&mut self, id: ExecutionId, mut req: StartRequest, ctx: &mut Context<Self>) {
+    fn launch(&mut self, id: ExecutionId, mut req: StartRequest, held: Option<HeldSlots>, ctx: &mut Context<Self>) {
         if let Some(created) = req.created.take() {
             let _ = created.send(id);
         }
         let cancel = CancelToken::new();
         let progress = Progress::new();
         self.active.insert(id, (cancel.clone(), progress.clone()));
+        let waits = self.limited() && held.is_none();
+        let slot_wait = waits.then(|| SlotWait {
+            job: self.job_slots.clone(),
+            host: self.host_slots.clone(),
+            priority: self.config.priority,
+            scheduled_for: req.scheduled_for,
+            cancel: cancel.clone(),
+            repo: self.repo.clone(),
+            id,
+        });
         let args = self.effective_args(&req.args);
         let state = match (&self.code, &self.state_db) {
             (JobCode::Component(_), Some(db)) if self.config.state => Some(db.session(&self.job.name, args.dry_run)),
@@ -305,12 +346,25 @@ impl JobSupervisor {
         let code = self.code.clone();
         let repo = self.repo.clone();
         let at = req.at;
-        if let Some(at) = at {
+        if let Some(at) = at
+            && slot_wait.is_none()
+        {
             let wait = (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
             let repo = self.repo.clone();
             ctx.run_later(wait, move |_, _| repo.do_send(MarkRunning { id }));
         }
-        let run = async move { runtime.execute_at(code, invocation, at).await };
+        let run = async move {
+            // A run that must wait for a slot stays `queued` until it has one.
+            let _held = match (held, slot_wait) {
+                (Some(held), _) => Some(held),
+                (None, Some(wait)) => match wait.acquire().await {
+                    Ok(held) => Some(held),
+                    Err(report) => return report,
+                },
+                (None, None) => None,
+            };
+            runtime.execute_at(code, invocation, at).await
+        };
         ctx.spawn(run.into_actor(self).map(move |report, act, ctx| {
             // The guest is done: the overlap gate opens now, not once the row
             // is written, so a run asked for as soon as the row shows the end
@@ -394,6 +448,46 @@ impl JobSupervisor {
         {
             self.start(next, ctx);
         }
+    }
+}
+
+/// The slots a running execution holds, given back when it ends.
+struct HeldSlots {
+    _job: Option<Slot>,
+    _host: Option<Slot>,
+}
+
+/// A run waiting for its slots (see [`crate::slots`]).
+struct SlotWait {
+    job: Option<Slots>,
+    host: Option<Slots>,
+    priority: i32,
+    scheduled_for: DateTime<Utc>,
+    cancel: CancelToken,
+    repo: Addr<Repository>,
+    id: ExecutionId,
+}
+
+impl SlotWait {
+    /// The job's slot, then the host's, in priority order; then the row says
+    /// `running`. Cancelled while waiting: the report of a cancelled run.
+    async fn acquire(self) -> Result<HeldSlots, RunReport> {
+        let cancelled = || {
+            let mut r = RunReport::new(ExecutionStatus::Cancelled);
+            r.error_class = Some(ErrorClass::Cancelled);
+            r.error_message = Some(format!("{} while waiting for a slot", self.cancel.reason()));
+            r
+        };
+        let job = match &self.job {
+            Some(s) => Some(s.acquire(self.priority, self.scheduled_for, &self.cancel).await.ok_or_else(cancelled)?),
+            None => None,
+        };
+        let host = match &self.host {
+            Some(s) => Some(s.acquire(self.priority, self.scheduled_for, &self.cancel).await.ok_or_else(cancelled)?),
+            None => None,
+        };
+        self.repo.do_send(MarkRunning { id: self.id });
+        Ok(HeldSlots { _job: job, _host: host })
     }
 }
 

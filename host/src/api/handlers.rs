@@ -319,6 +319,11 @@ async fn status_json(state: &ApiState) -> Result<Value, ApiError> {
         "jobs": jobs.len(),
         "running": running,
         "next_fires": next_fires,
+        "slots": host.slots.as_ref().map(|s| json!({
+            "limit": s.limit(),
+            "running": s.running(),
+            "waiting": s.waiting(),
+        })),
     }))
 }
 
@@ -395,6 +400,8 @@ async fn job_json(state: &ApiState, id: &str) -> Result<Value, ApiError> {
                 "timeout_secs": c.limits.timeout.as_secs_f64(),
                 "memory_mib": c.limits.memory_bytes / (1024 * 1024),
                 "http_rate_per_sec": c.limits.http_rate.as_ref().map(|r| r.per_sec()),
+                "max_running": c.max_running,
+                "priority": c.priority,
             }),
         );
         m.insert(

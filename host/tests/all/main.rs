@@ -12,6 +12,7 @@
 //! - `runs`: run-now of the example and fixture jobs; every failure class.
 //! - `scheduling`: fires from a manual clock, exactly once per instant,
 //!   restarts, crash recovery, overlap, retries.
+//! - `limits`: concurrency limits (host-wide and per job) and priorities.
 //! - `items`: the per-item loop: isolation, rollback, limit, dry run.
 //! - `cli`: the `sundial` binary as an operator uses it.
 //! - `authoring`: a job author's loop: `sundial new`, `build`, `run --component`,
@@ -49,6 +50,7 @@ mod jobs_metrics;
 mod jobs_recommendation;
 mod jobs_snapshot;
 mod jobs_weekly;
+mod limits;
 mod notify;
 mod python;
 mod reload;

@@ -8,9 +8,12 @@
 //! reports what it got), `state` (key-value state; the argument `op` picks the
 //! call: `count` (default: adds one to the counter `key`, default "counter",
 //! `times` times and reports it), `get`, `set` (`value`, or `bytes` bytes of
-//! `x`), `delete`; every state error is a fatal error with the host's message).
+//! `x`), `delete`; every state error is a fatal error with the host's message),
+//! `gauge` (counts itself in the application table `gauge (now, peak)` for
+//! `ms` milliseconds, default 50: the peak is the most executions of this
+//! mode that were ever inside their guest at once).
 
-use sundial_guest::{Context, Job, JobError, JobInfo, Outcome, log, state};
+use sundial_guest::{Context, Job, JobError, JobInfo, Outcome, db, log, state};
 
 struct Faulty;
 
@@ -68,6 +71,13 @@ impl Job for Faulty {
                 Ok(Outcome::unchanged())
             }
             "probe" => Ok(Outcome::unchanged().with_message(probe())),
+            "gauge" => {
+                let ms: u64 = ctx.arg("ms").and_then(|v| v.parse().ok()).unwrap_or(50);
+                db::execute("UPDATE gauge SET now = now + 1, peak = max(peak, now + 1)", &[])?;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                db::execute("UPDATE gauge SET now = now - 1", &[])?;
+                Ok(Outcome::unchanged())
+            }
             "state" => state_op(ctx).map_err(|e| JobError::fatal(format!("state: {e}"))),
             other => Err(JobError::fatal(format!("unknown mode {other:?}"))),
         }

@@ -1,0 +1,123 @@
+//! Concurrency limits (`max_running`, host-wide and per job) and priorities:
+//! runs beyond the limit wait, `queued`, and take freed slots in priority
+//! order; none is lost.
+
+use std::time::Duration;
+
+use sundial::events::Event;
+use sundial::model::{ExecutionStatus, RunArgs};
+
+use crate::fixtures::users_and_visits;
+use crate::helpers::*;
+
+fn args(pairs: &[(&str, &str)]) -> RunArgs {
+    RunArgs { args: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..RunArgs::default() }
+}
+
+#[actix_rt::test]
+async fn a_burst_of_200_runs_with_a_limit_of_4_never_runs_more_than_4_and_serves_priority_first() {
+    let env = Env::new(&["faulty", "slow-items"]).config(
+        r#"max_running = 4
+           [jobs.faulty]
+           overlap = "allow"
+           database = "read-write"
+           [jobs.slow-items]
+           overlap = "allow"
+           database = "read-write"
+           priority = 10"#,
+    );
+    let db = env.path().join("sundial.db");
+    users_and_visits(&db, 3);
+    let app = rusqlite::Connection::open(&db).unwrap();
+    app.execute_batch("CREATE TABLE gauge (now INTEGER, peak INTEGER); INSERT INTO gauge VALUES (0, 0);").unwrap();
+    let host = env.host(false).await;
+    let mut events = host.subscribe();
+
+    // Four long runs take the four slots...
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        runs.push(("blocker", host.start_run("faulty", args(&[("mode", "gauge"), ("ms", "600")])).await.unwrap()));
+    }
+    // ...and 196 more arrive meanwhile, low- and high-priority mixed.
+    for i in 0..196 {
+        let run = if i % 4 == 0 {
+            ("high", host.start_run("slow-items", RunArgs::default()).await.unwrap())
+        } else {
+            ("low", host.start_run("faulty", args(&[("mode", "gauge"), ("ms", "5")])).await.unwrap())
+        };
+        runs.push(run);
+    }
+    let queued = host.store.list_executions("faulty", 500, None).await.unwrap();
+    let waiting = queued.iter().filter(|e| e.status == ExecutionStatus::Queued).count();
+    assert!(waiting >= 100, "runs beyond the limit wait as queued ({waiting} queued)");
+    let slots = host.slots.clone().unwrap();
+    assert_eq!((slots.limit(), slots.running()), (4, 4));
+    assert!(slots.waiting() >= 100, "{} waiting", slots.waiting());
+
+    let mut ids = std::collections::HashMap::new();
+    for (kind, run) in runs {
+        ids.insert(run.id, kind);
+        let report = tokio::time::timeout(Duration::from_secs(120), run.done).await.unwrap().unwrap();
+        assert_eq!(report.status, ExecutionStatus::Succeeded, "{kind}: {report:?}");
+    }
+    let peak: i64 = app.query_row("SELECT peak FROM gauge", [], |r| r.get(0)).unwrap();
+    assert_eq!(peak, 4, "never more than 4 guests at once (and the 4 blockers together)");
+
+    // Nothing lost: 200 rows, all finished.
+    let mut all = host.store.list_executions("faulty", 500, None).await.unwrap();
+    all.extend(host.store.list_executions("slow-items", 500, None).await.unwrap());
+    assert_eq!(all.len(), 200);
+    assert!(all.iter().all(|e| e.status == ExecutionStatus::Succeeded && e.started_at.is_some()));
+
+    // Priority: when the blockers ended, the high-priority runs took the
+    // slots first. A low one may only start its guest before the last high
+    // one did if it got a slot after every high one had its own: at most 3.
+    let mut starts = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let Event::ExecutionFinished { id, guest_started_at: Some(at), .. } = e {
+            starts.push((at, ids[&id]));
+        }
+    }
+    assert_eq!(starts.len(), 200);
+    starts.sort();
+    let last_high = starts.iter().rposition(|(_, k)| *k == "high").unwrap();
+    let low_before = starts[..last_high].iter().filter(|(_, k)| *k == "low").count();
+    assert!(low_before <= 3, "{low_before} low-priority runs started before the last high-priority one");
+    host.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_job_limit_queues_its_own_runs_and_a_cancelled_queued_run_ends_cancelled() {
+    let env = Env::new(&["faulty"]).config(
+        r#"[jobs.faulty]
+           overlap = "allow"
+           database = "read-write"
+           max_running = 2"#,
+    );
+    env.app()
+        .execute_batch("CREATE TABLE gauge (now INTEGER, peak INTEGER); INSERT INTO gauge VALUES (0, 0);")
+        .unwrap();
+    let host = env.host(false).await;
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        runs.push(host.start_run("faulty", args(&[("mode", "gauge"), ("ms", "300")])).await.unwrap());
+    }
+    let last = runs.pop().unwrap();
+    let row = host.store.get_execution(last.id).await.unwrap().unwrap();
+    assert_eq!(row.status, ExecutionStatus::Queued);
+    assert!(host.cancel(last.id).await.unwrap(), "a queued run can be cancelled");
+    let report = last.done.await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Cancelled);
+    assert!(report.error_message.unwrap().contains("while waiting for a slot"));
+    for run in runs {
+        assert_eq!(run.done.await.unwrap().status, ExecutionStatus::Succeeded);
+    }
+    let peak: i64 = env.app().query_row("SELECT peak FROM gauge", [], |r| r.get(0)).unwrap();
+    assert_eq!(peak, 2, "the job's own limit");
+    let e = eventually("the cancelled row", || async {
+        host.store.get_execution(last.id).await.unwrap().filter(|e| e.status == ExecutionStatus::Cancelled)
+    })
+    .await;
+    assert!(e.error_message.unwrap().contains("while waiting for a slot") && e.logs.is_empty(), "it never ran");
+    host.stop().await;
+}
