@@ -130,6 +130,9 @@ pub struct JobSettings {
     /// At most this many executions of the job at once (with `overlap =
     /// "allow"`); more wait, queued.
     pub max_running: Option<u32>,
+    /// Scheduled runs start this many seconds (at most) after their instant,
+    /// at an offset fixed per job, so a fleet's jobs do not all start at :00.
+    pub jitter_secs: Option<u32>,
     /// Operator arguments passed to every run.
     #[serde(default)]
     pub args: BTreeMap<String, String>,
@@ -157,6 +160,7 @@ impl JobSettings {
             retry_on_crash: self.retry_on_crash.or(base.retry_on_crash),
             priority: self.priority.or(base.priority),
             max_running: self.max_running.or(base.max_running),
+            jitter_secs: self.jitter_secs.or(base.jitter_secs),
             args,
         }
     }
@@ -248,6 +252,8 @@ pub struct JobConfig {
     pub priority: i32,
     /// At most this many executions of the job at once.
     pub max_running: Option<u32>,
+    /// The spread window of scheduled starts (zero: none).
+    pub jitter: Duration,
     /// Operator arguments for every run.
     pub args: Vec<(String, String)>,
 }
@@ -320,6 +326,11 @@ impl Config {
             if s.max_running == Some(0) {
                 return Err(err("max_running must be at least 1".into()));
             }
+            if let Some(j) = s.jitter_secs
+                && j > 86_400
+            {
+                return Err(err(format!("jitter_secs must be at most 86400 (a day), got {j}")));
+            }
             parse_http_grant(s.http.as_deref()).map_err(|e| err(format!("http: {e}")))?;
             if let Some(r) = s.http_rate_per_sec
                 && !(1..=10_000).contains(&r)
@@ -391,6 +402,7 @@ impl Config {
             retry_on_crash: s.retry_on_crash.unwrap_or(false),
             priority: s.priority.unwrap_or(0),
             max_running: s.max_running,
+            jitter: Duration::from_secs(u64::from(s.jitter_secs.unwrap_or(0))),
             args: s.args.into_iter().collect(),
         })
     }

@@ -36,6 +36,9 @@ pub enum Event {
         trigger: Trigger,
         /// The instant it stands for.
         scheduled_for: DateTime<Utc>,
+        /// When it was due to start: the instant, plus the job's jitter
+        /// offset for scheduled runs.
+        due_at: DateTime<Utc>,
         /// How it ended.
         status: ExecutionStatus,
         /// When the guest call began.

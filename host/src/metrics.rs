@@ -114,16 +114,7 @@ impl Metrics {
         let mut m = self.lock();
         match event {
             Event::ExecutionStarted { job, .. } => *m.running.entry(job.clone()).or_default() += 1,
-            Event::ExecutionFinished {
-                job,
-                trigger,
-                scheduled_for,
-                status,
-                guest_started_at,
-                finished_at,
-                items,
-                ..
-            } => {
+            Event::ExecutionFinished { job, trigger, due_at, status, guest_started_at, finished_at, items, .. } => {
                 if let Some(r) = m.running.get_mut(job) {
                     *r = (*r - 1).max(0);
                 }
@@ -137,7 +128,7 @@ impl Metrics {
                     let secs = (*finished_at - *started).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
                     m.durations.entry(job.clone()).or_insert_with(|| Histogram::new(&DURATION_BUCKETS)).observe(secs);
                     if matches!(trigger, Trigger::Schedule) {
-                        let late = (*started - *scheduled_for).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                        let late = (*started - *due_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
                         m.lateness.observe(late);
                     }
                 }
@@ -250,6 +241,7 @@ mod tests {
             job: "snapshot".into(),
             trigger: Trigger::Schedule,
             scheduled_for: at,
+            due_at: at,
             status: ExecutionStatus::Partial,
             guest_started_at: Some(at + TimeDelta::milliseconds(3)),
             finished_at: at + TimeDelta::milliseconds(1503),

@@ -217,6 +217,16 @@ impl JobSupervisor {
         Ok(None)
     }
 
+    /// When a run for `scheduled_for` is due: scheduled runs start at the
+    /// job's fixed jitter offset after their instant.
+    fn due_at(&self, trigger: Trigger, scheduled_for: DateTime<Utc>) -> DateTime<Utc> {
+        if trigger != Trigger::Schedule || self.config.jitter.is_zero() {
+            return scheduled_for;
+        }
+        let offset = jitter_offset(&self.job.name, self.config.jitter);
+        scheduled_for + chrono::TimeDelta::from_std(offset).unwrap_or_default()
+    }
+
     /// Whether a concurrency limit applies to this job's executions.
     fn limited(&self) -> bool {
         self.host_slots.is_some() || self.job_slots.is_some()
@@ -273,6 +283,7 @@ impl JobSupervisor {
         let cancel = CancelToken::new();
         let progress = Progress::new();
         self.active.insert(id, (cancel.clone(), progress.clone()));
+        let wait_cancel = cancel.clone();
         let waits = self.limited() && held.is_none();
         let slot_wait = waits.then(|| SlotWait {
             job: self.job_slots.clone(),
@@ -353,7 +364,19 @@ impl JobSupervisor {
             let repo = self.repo.clone();
             ctx.run_later(wait, move |_, _| repo.do_send(MarkRunning { id }));
         }
+        let lead_wait =
+            at.and_then(|at| (at - self.clock.now()).to_std().ok()).and_then(|w| w.checked_sub(PREPARE_LEAD));
         let run = async move {
+            // A long wait for its start (a jitter offset) holds nothing: the
+            // instance is prepared only in the last moment before it.
+            if let Some(wait) = lead_wait
+                && !wait_or_cancel(wait, &wait_cancel).await
+            {
+                let mut r = RunReport::new(ExecutionStatus::Cancelled);
+                r.error_class = Some(ErrorClass::Cancelled);
+                r.error_message = Some(format!("{} before it started", wait_cancel.reason()));
+                return r;
+            }
             // A run that must wait for a slot stays `queued` until it has one.
             let _held = match (held, slot_wait) {
                 (Some(held), _) => Some(held),
@@ -398,6 +421,7 @@ impl JobSupervisor {
             job: self.job.name.clone(),
             trigger: req.trigger,
             scheduled_for: req.scheduled_for,
+            due_at: self.due_at(req.trigger, req.scheduled_for),
             status: report.status,
             guest_started_at: report.guest_started_at,
             finished_at: self.clock.now(),
@@ -449,6 +473,38 @@ impl JobSupervisor {
             self.start(next, ctx);
         }
     }
+}
+
+/// How long before its start an execution's instance is prepared.
+const PREPARE_LEAD: Duration = Duration::from_secs(1);
+
+/// Sleeps for `wait`, checking `cancel` every 100 ms; false if cancelled.
+async fn wait_or_cancel(wait: Duration, cancel: &CancelToken) -> bool {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        if cancel.is_cancelled() {
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return true;
+        }
+        tokio::time::sleep((until - now).min(Duration::from_millis(100))).await;
+    }
+}
+
+/// A job's jitter offset: fixed by its name (so a restart does not move it),
+/// spread evenly over `[0, window)`.
+pub fn jitter_offset(job: &str, window: Duration) -> Duration {
+    use sha2::Digest;
+    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    if window_ms == 0 {
+        return Duration::ZERO;
+    }
+    let hash = sha2::Sha256::digest(job.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    Duration::from_millis(u64::from_le_bytes(first) % window_ms)
 }
 
 /// The slots a running execution holds, given back when it ends.
@@ -536,7 +592,8 @@ impl Handler<Fire> for JobSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Fire, ctx: &mut Context<Self>) {
-        let early = (msg.scheduled_for - self.clock.now()).to_std().ok().filter(|w| !w.is_zero());
+        let due = self.due_at(msg.trigger, msg.scheduled_for);
+        let early = (due - self.clock.now()).to_std().ok().filter(|w| !w.is_zero());
         let mut req = StartRequest {
             trigger: msg.trigger,
             scheduled_for: msg.scheduled_for,
@@ -555,7 +612,7 @@ impl Handler<Fire> for JobSupervisor {
                 });
                 return;
             }
-            req.at = Some(msg.scheduled_for);
+            req.at = Some(due);
         }
         let _ = self.submit(req, ctx);
     }
@@ -838,6 +895,20 @@ impl Handler<UpdateJob> for JobSupervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_offsets_are_fixed_per_job_and_spread_over_the_window() {
+        let w = Duration::from_secs(300);
+        assert_eq!(jitter_offset("snapshot", w), jitter_offset("snapshot", w));
+        assert_eq!(jitter_offset("snapshot", Duration::ZERO), Duration::ZERO);
+        let offsets: Vec<Duration> = (0..1000).map(|i| jitter_offset(&format!("job-{i}"), w)).collect();
+        assert!(offsets.iter().all(|o| *o < w));
+        // Evenly spread: each minute of the five gets roughly a fifth.
+        for minute in 0..5 {
+            let n = offsets.iter().filter(|o| o.as_secs() / 60 == minute).count();
+            assert!((150..=250).contains(&n), "minute {minute}: {n} of 1000");
+        }
+    }
 
     #[test]
     fn backoff_doubles_with_bounded_jitter() {

@@ -413,6 +413,8 @@ async fn job_json(state: &ApiState, id: &str) -> Result<Value, ApiError> {
                 "retry_backoff_secs": c.retry_backoff.as_secs_f64(),
                 "expected_duration_secs": c.expected_duration.as_secs_f64(),
                 "retry_on_crash": c.retry_on_crash,
+                "jitter_secs": c.jitter.as_secs(),
+                "jitter_offset_secs": crate::actors::supervisor::jitter_offset(&job.name, c.jitter).as_secs_f64(),
             }),
         );
         m.insert("configured_schedule".into(), json!({"schedule": c.schedule, "timezone": c.timezone}));

@@ -1,6 +1,8 @@
 //! Fires driven by a manual clock: exactly one execution per scheduled
 //! instant, across restarts; crash recovery; overlap; retries; switches.
 
+use std::time::Duration;
+
 use sundial::actors::scheduler::{GetNextFires, SwitchJob, SwitchScheduler, Tick};
 use sundial::host::Host;
 use sundial::model::{ErrorClass, ExecutionStatus, RunArgs, Trigger};
@@ -420,4 +422,32 @@ async fn a_run_asked_for_once_the_last_one_ended_is_not_refused() {
     holder.join().unwrap();
     assert_eq!(first.done.await.unwrap().status, ExecutionStatus::Succeeded);
     assert_eq!(next.unwrap().done.await.unwrap().status, ExecutionStatus::Succeeded);
+}
+
+/// Jitter: a scheduled run waits, queued, for the job's fixed offset after
+/// its instant; the row still stands for the instant itself.
+#[actix_rt::test]
+async fn jitter_starts_a_scheduled_run_at_the_jobs_fixed_offset_after_its_instant() {
+    let env = Env::new(&["faulty"]).clock("2026-11-22T10:00:30Z").config(
+        r#"[jobs.faulty]
+           schedule = "* * * * *"
+           jitter_secs = 3"#,
+    );
+    let offset = sundial::actors::supervisor::jitter_offset("faulty", Duration::from_secs(3));
+    assert!(offset >= Duration::from_millis(300), "this test needs a visible offset, got {offset:?}");
+    let host = env.host(true).await;
+    settle(&host).await;
+    let ticked = std::time::Instant::now();
+    tick_at(&env, &host, "2026-11-22T10:01:00Z").await;
+    let queued = eventually("the queued row", || async {
+        host.store.list_executions("faulty", 1, None).await.unwrap().into_iter().next()
+    })
+    .await;
+    assert_eq!((queued.status, queued.scheduled_for), (ExecutionStatus::Queued, t("2026-11-22T10:01:00Z")));
+    let run = finished_executions(&host.store, "faulty", 1).await;
+    let waited = ticked.elapsed();
+    assert_eq!(run[0].status, ExecutionStatus::Succeeded);
+    assert!(waited + Duration::from_millis(50) >= offset, "started after {waited:?}, offset {offset:?}");
+    assert!(waited < offset + Duration::from_secs(5), "started after {waited:?}, offset {offset:?}");
+    host.stop().await;
 }
