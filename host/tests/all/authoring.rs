@@ -11,16 +11,7 @@ use sundial::model::{ExecutionStatus, RunArgs};
 use crate::helpers::*;
 
 fn sundial(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sundial"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("SUNDIAL_DATABASE_URL")
-        .env_remove("SUNDIAL_JOBS_DIR")
-        .env_remove("SUNDIAL_CONFIG")
-        .env_remove("SUNDIAL_GUEST_SDK")
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+    sundial_in(cwd, args)
 }
 
 fn ok(what: &str, o: &Output) -> String {

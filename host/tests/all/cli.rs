@@ -6,15 +6,7 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 
 fn sundial(env: &Env, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sundial"))
-        .args(args)
-        .current_dir(env.path())
-        .env_remove("SUNDIAL_DATABASE_URL")
-        .env_remove("SUNDIAL_JOBS_DIR")
-        .env_remove("SUNDIAL_CONFIG")
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+    sundial_in(env.path(), args)
 }
 
 fn stdout(o: &Output) -> String {
@@ -112,12 +104,7 @@ fn schedule_next_prints_utc_instants_only() {
 fn serve_fires_on_schedule_and_history_shows_both_triggers() {
     let env = cli_env("schedule = \"* * * * * *\"");
     assert!(sundial(&env, &["demo", "--users", "20"]).status.success());
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_sundial"))
-        .args(["serve", "--no-http"])
-        .current_dir(env.path())
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let mut serve = sundial_command(env.path()).args(["serve", "--no-http"]).spawn().unwrap();
     let start = Instant::now();
     let history = loop {
         let h = sundial(&env, &["history", "cleanup"]);
@@ -200,12 +187,8 @@ fn rollback_reports_the_version_or_why_not() {
 #[test]
 fn json_logs_carry_the_execution_span() {
     let env = cli_env("");
-    let out = Command::new(env!("CARGO_BIN_EXE_sundial"))
+    let out = sundial_command(env.path())
         .args(["--log-format", "json", "run", "faulty", "--arg", "mode=fatal"])
-        .current_dir(env.path())
-        .env_remove("SUNDIAL_DATABASE_URL")
-        .env_remove("SUNDIAL_JOBS_DIR")
-        .env_remove("SUNDIAL_CONFIG")
         .env("RUST_LOG", "info")
         .output()
         .unwrap();

@@ -3,7 +3,7 @@
 //! temporary directory, and a host started on it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,24 @@ pub fn wasm(name: &str) -> PathBuf {
         }
     }
     panic!("no component {file} was built");
+}
+
+/// The `sundial` binary, to run in `dir` as a user would: none of Sundial's
+/// variables from the test's own environment.
+pub fn sundial_command(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sundial"));
+    c.current_dir(dir)
+        .env_remove("SUNDIAL_DATABASE_URL")
+        .env_remove("SUNDIAL_JOBS_DIR")
+        .env_remove("SUNDIAL_CONFIG")
+        .env_remove("SUNDIAL_GUEST_SDK")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+/// Runs `sundial args…` in `dir` to completion.
+pub fn sundial_in(dir: &Path, args: &[&str]) -> Output {
+    sundial_command(dir).args(args).output().unwrap()
 }
 
 /// A temporary directory with a jobs directory, a database and a config.

@@ -18,15 +18,7 @@ impl Drop for Serve {
 }
 
 fn serve(env: &Env) -> Serve {
-    let child = Command::new(env!("CARGO_BIN_EXE_sundial"))
-        .args(["serve", "--no-http"])
-        .current_dir(env.path())
-        .env_remove("SUNDIAL_DATABASE_URL")
-        .env_remove("SUNDIAL_JOBS_DIR")
-        .env_remove("SUNDIAL_CONFIG")
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let child = sundial_command(env.path()).args(["serve", "--no-http"]).spawn().unwrap();
     Serve(child)
 }
 
@@ -141,17 +133,7 @@ fn a_second_host_on_the_same_sqlite_file_refuses_to_start() {
     let mut first = serve(&env);
     wait_for("the first host to hold the database", Duration::from_secs(60), holder(first.0.id()));
 
-    let sundial = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_sundial"))
-            .args(args)
-            .current_dir(env.path())
-            .env_remove("SUNDIAL_DATABASE_URL")
-            .env_remove("SUNDIAL_JOBS_DIR")
-            .env_remove("SUNDIAL_CONFIG")
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    };
+    let sundial = |args: &[&str]| sundial_in(env.path(), args);
     let second = sundial(&["serve", "--no-http"]);
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{err}");
