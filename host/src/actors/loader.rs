@@ -53,7 +53,15 @@ pub struct Loader {
     /// Files being loaded now (one load per file at a time, so an older
     /// read never lands after a newer one).
     loading: std::collections::HashSet<PathBuf>,
+    /// What deploys wrote to each file lately: the watcher sees those writes
+    /// too, sometimes late, and must not load them a second time (a late read
+    /// of an earlier deploy's file would otherwise go live again as a new
+    /// version after a newer deploy).
+    own_writes: HashMap<PathBuf, Vec<(String, Instant)>>,
 }
+
+/// How long a deploy's own write is recognised when the watcher reports it.
+const OWN_WRITE_MEMORY: Duration = Duration::from_secs(10);
 
 /// A loaded job: its supervisor, its file and the digest of its code.
 struct Loaded {
@@ -117,6 +125,7 @@ impl Loader {
             watcher: None,
             pending: HashMap::new(),
             loading: Default::default(),
+            own_writes: HashMap::new(),
         }
     }
 
@@ -220,10 +229,13 @@ impl Loader {
         let repo = self.repo.clone();
         let config = self.config.clone();
         let unchanged = self.job_at(&path).and_then(|n| self.supervisors.get(&n)).map(|l| l.digest.clone());
+        let own: Vec<String> = self.own_writes(&path);
         let file = path.clone();
+        let read_at = Instant::now();
         let work = async move {
             let bytes: Arc<[u8]> = read_component(&file)?.into();
-            if unchanged.as_deref() == Some(crate::runtime::digest(&bytes).as_str()) {
+            let digest = crate::runtime::digest(&bytes);
+            if unchanged.as_deref() == Some(digest.as_str()) || own.contains(&digest) {
                 return Ok(None);
             }
             let version = runtime.load(bytes.clone()).await.map_err(|e| (None, e.to_string()))?;
@@ -232,6 +244,13 @@ impl Loader {
         self.loading.insert(path.clone());
         ctx.spawn(work.into_actor(self).map(move |res, act, _| {
             act.loading.remove(&path);
+            if !matches!(res, Ok(None)) {
+                // Someone else wrote the file since: from now on the same
+                // bytes as an earlier deploy are theirs, and load.
+                if let Some(writes) = act.own_writes.get_mut(&path) {
+                    writes.retain(|(_, at)| *at > read_at);
+                }
+            }
             let outcome = match res {
                 Ok(None) => return act.restored(&path),
                 Ok(Some((code, config, job))) => act.install(path.clone(), code, config, job).map_err(|e| (None, e)),
@@ -242,6 +261,17 @@ impl Loader {
                 Err((name, message)) => act.reject(&path, name, &message),
             }
         }));
+    }
+
+    /// The digests deploys wrote to `path` within [`OWN_WRITE_MEMORY`].
+    fn own_writes(&mut self, path: &Path) -> Vec<String> {
+        let Some(writes) = self.own_writes.get_mut(path) else { return Vec::new() };
+        writes.retain(|(_, at)| at.elapsed() < OWN_WRITE_MEMORY);
+        let digests: Vec<String> = writes.iter().map(|(d, _)| d.clone()).collect();
+        if writes.is_empty() {
+            self.own_writes.remove(path);
+        }
+        digests
     }
 
     /// The running version's own bytes are back: clear the job's load error.
@@ -491,6 +521,7 @@ impl Handler<DeployComponent> for Loader {
             Ok(path) => path,
             Err(e) => return Box::pin(async move { Err(e) }.into_actor(self)),
         };
+        self.own_writes.entry(path.clone()).or_default().push((msg.version.digest.clone(), Instant::now()));
         let repo = self.repo.clone();
         let config = self.config.clone();
         let work = async move {

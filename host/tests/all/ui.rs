@@ -88,9 +88,21 @@ async fn wait_for<T>(
     }
 }
 
+/// Clicks `css` once it is there. The page re-renders on live updates, so
+/// the element found may be replaced before the click lands: find it again.
 async fn click(browser: &Client, css: &str) {
-    wait_for(browser, css, css, |_, _| Some(()), "").await;
-    browser.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+    let start = Instant::now();
+    loop {
+        wait_for(browser, css, css, |_, _| Some(()), "").await;
+        match browser.find(Locator::Css(css)).await {
+            Ok(el) => match el.click().await {
+                Ok(_) => return,
+                Err(e) => assert!(start.elapsed() < Duration::from_secs(30), "cannot click {css}: {e}"),
+            },
+            Err(e) => assert!(start.elapsed() < Duration::from_secs(30), "cannot find {css}: {e}"),
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 struct Shots(PathBuf);
