@@ -12,7 +12,7 @@ use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::events::Event;
-use crate::model::{JobRecord, Trigger};
+use crate::model::{ExecutionId, JobRecord, Trigger};
 
 /// Upper bounds (seconds) of the execution duration buckets.
 const DURATION_BUCKETS: [f64; 16] =
@@ -63,7 +63,8 @@ struct Inner {
     items: BTreeMap<(String, &'static str), u64>,
     durations: BTreeMap<String, Histogram>,
     lateness: Histogram,
-    running: BTreeMap<String, i64>,
+    /// Per job, the executions started and not finished.
+    running: BTreeMap<String, std::collections::BTreeSet<ExecutionId>>,
     overruns: BTreeMap<String, u64>,
     events_missed: u64,
 }
@@ -113,10 +114,15 @@ impl Metrics {
     pub fn record(&self, event: &Event) {
         let mut m = self.lock();
         match event {
-            Event::ExecutionStarted { job, .. } => *m.running.entry(job.clone()).or_default() += 1,
-            Event::ExecutionFinished { job, trigger, due_at, status, guest_started_at, finished_at, items, .. } => {
+            Event::ExecutionStarted { id, job, .. } => {
+                m.running.entry(job.clone()).or_default().insert(*id);
+            }
+            Event::ExecutionFinished {
+                id, job, trigger, due_at, status, guest_started_at, finished_at, items, ..
+            } => {
+                // A run cancelled while it waited (a slot, its jitter) never started.
                 if let Some(r) = m.running.get_mut(job) {
-                    *r = (*r - 1).max(0);
+                    r.remove(id);
                 }
                 *m.executions.entry((job.clone(), status.as_str())).or_default() += 1;
                 for (outcome, n) in [("ok", items.ok), ("skipped", items.skipped), ("failed", items.failed)] {
@@ -172,8 +178,8 @@ impl Metrics {
         );
         m.lateness.render(&mut out, "sundial_fire_lateness_seconds", "");
         header(&mut out, "sundial_running_executions", "gauge", "Executions running on this host now.");
-        for (name, n) in &m.running {
-            let _ = writeln!(out, "sundial_running_executions{{{}}} {n}", job(name));
+        for (name, ids) in &m.running {
+            let _ = writeln!(out, "sundial_running_executions{{{}}} {}", job(name), ids.len());
         }
         header(&mut out, "sundial_overruns_total", "counter", "Executions that ran past their expected duration.");
         for (name, n) in &m.overruns {

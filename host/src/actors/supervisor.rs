@@ -317,13 +317,13 @@ impl JobSupervisor {
         };
         tracing::info!(job = %self.job.name, execution = %id, trigger = %req.trigger, attempt = req.attempt,
             version = self.version_no, "execution started");
-        let _ = self.events.send(Event::ExecutionStarted {
+        let started = Event::ExecutionStarted {
             id,
             job: self.job.name.clone(),
             trigger: req.trigger,
             scheduled_for: req.scheduled_for,
             attempt: req.attempt,
-        });
+        };
         ctx.run_later(self.config.expected_duration, move |act, _| {
             if act.active.contains_key(&id) && !act.finishing.contains(&id) {
                 tracing::warn!(job = %act.job.name, execution = %id,
@@ -366,6 +366,12 @@ impl JobSupervisor {
         }
         let lead_wait =
             at.and_then(|at| (at - self.clock.now()).to_std().ok()).and_then(|w| w.checked_sub(PREPARE_LEAD));
+        // Sent when the run starts: now, or after its waits below.
+        let waits_first = lead_wait.is_some() || slot_wait.is_some();
+        let events = self.events.clone();
+        if !waits_first {
+            let _ = events.send(started.clone());
+        }
         let run = async move {
             // A long wait for its start (a jitter offset) holds nothing: the
             // instance is prepared only in the last moment before it.
@@ -386,6 +392,9 @@ impl JobSupervisor {
                 },
                 (None, None) => None,
             };
+            if waits_first {
+                let _ = events.send(started);
+            }
             runtime.execute_at(code, invocation, at).await
         };
         ctx.spawn(run.into_actor(self).map(move |report, act, ctx| {

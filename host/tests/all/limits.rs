@@ -53,6 +53,15 @@ async fn a_burst_of_200_runs_with_a_limit_of_4_never_runs_more_than_4_and_serves
     let slots = host.slots.clone().unwrap();
     assert_eq!((slots.limit(), slots.running()), (4, 4));
     assert!(slots.waiting() >= 100, "{} waiting", slots.waiting());
+    // Waiting runs are not counted as running in /metrics.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = host.metrics.render(&[], true, "test");
+    let running: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("sundial_running_executions{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(running <= 4, "{running} counted running:\n{text}");
 
     let mut ids = std::collections::HashMap::new();
     for (kind, run) in runs {
