@@ -60,6 +60,9 @@ pub struct JobSupervisor {
     node: String,
     events: Events,
     active: HashMap<ExecutionId, (CancelToken, Arc<Progress>)>,
+    /// Runs in `active` still waiting to start (a slot, their jitter), with
+    /// the flag their run sets when they do.
+    waiting: HashMap<ExecutionId, Arc<std::sync::atomic::AtomicBool>>,
     /// Executions whose guest has ended and whose row is being written.
     finishing: std::collections::HashSet<ExecutionId>,
     /// Runs that passed the gate but have no row yet.
@@ -129,6 +132,7 @@ impl JobSupervisor {
             node: s.node,
             events: s.events,
             active: HashMap::new(),
+            waiting: HashMap::new(),
             finishing: Default::default(),
             starting: 0,
             queued: None,
@@ -369,7 +373,10 @@ impl JobSupervisor {
         // Sent when the run starts: now, or after its waits below.
         let waits_first = lead_wait.is_some() || slot_wait.is_some();
         let events = self.events.clone();
-        if !waits_first {
+        let begun = Arc::new(std::sync::atomic::AtomicBool::new(!waits_first));
+        if waits_first {
+            self.waiting.insert(id, begun.clone());
+        } else {
             let _ = events.send(started.clone());
         }
         let run = async move {
@@ -378,10 +385,7 @@ impl JobSupervisor {
             if let Some(wait) = lead_wait
                 && !wait_or_cancel(wait, &wait_cancel).await
             {
-                let mut r = RunReport::new(ExecutionStatus::Cancelled);
-                r.error_class = Some(ErrorClass::Cancelled);
-                r.error_message = Some(format!("{} before it started", wait_cancel.reason()));
-                return r;
+                return not_started(&wait_cancel, "before its start");
             }
             // A run that must wait for a slot stays `queued` until it has one.
             let _held = match (held, slot_wait) {
@@ -393,6 +397,10 @@ impl JobSupervisor {
                 (None, None) => None,
             };
             if waits_first {
+                if wait_cancel.is_cancelled() {
+                    return not_started(&wait_cancel, "before its start");
+                }
+                begun.store(true, Ordering::SeqCst);
                 let _ = events.send(started);
             }
             runtime.execute_at(code, invocation, at).await
@@ -410,6 +418,7 @@ impl JobSupervisor {
             };
             ctx.spawn(save.into_actor(act).map(move |(report, saved), act, ctx| {
                 act.active.remove(&id);
+                act.waiting.remove(&id);
                 act.finishing.remove(&id);
                 match saved {
                     Ok(Ok(())) => {}
@@ -484,6 +493,18 @@ impl JobSupervisor {
     }
 }
 
+/// The report of a run cancelled before its guest started.
+fn not_started(cancel: &CancelToken, when: &str) -> RunReport {
+    let mut r = RunReport::new(ExecutionStatus::Cancelled);
+    r.error_class = Some(ErrorClass::Cancelled);
+    r.error_message = Some(if cancel.by_shutdown() {
+        format!("not started: the host stopped {when}")
+    } else {
+        format!("{} {when}", cancel.reason())
+    });
+    r
+}
+
 /// How long before its start an execution's instance is prepared.
 const PREPARE_LEAD: Duration = Duration::from_secs(1);
 
@@ -537,12 +558,7 @@ impl SlotWait {
     /// The job's slot, then the host's, in priority order; then the row says
     /// `running`. Cancelled while waiting: the report of a cancelled run.
     async fn acquire(self) -> Result<HeldSlots, RunReport> {
-        let cancelled = || {
-            let mut r = RunReport::new(ExecutionStatus::Cancelled);
-            r.error_class = Some(ErrorClass::Cancelled);
-            r.error_message = Some(format!("{} while waiting for a slot", self.cancel.reason()));
-            r
-        };
+        let cancelled = || not_started(&self.cancel, "while waiting for a slot");
         let job = match &self.job {
             Some(s) => Some(s.acquire(self.priority, self.scheduled_for, &self.cancel).await.ok_or_else(cancelled)?),
             None => None,
@@ -793,6 +809,16 @@ impl Handler<Drain> for JobSupervisor {
                     tracing::info!(job = %self.job.name, execution = %id, "cancelling: the host is stopping");
                     token.cancel_for_shutdown();
                 }
+            }
+        }
+        // Runs still waiting to start do not start while the host stops.
+        for (id, begun) in &self.waiting {
+            if let Some((token, _)) = self.active.get(id)
+                && !begun.load(Ordering::SeqCst)
+                && !token.is_cancelled()
+            {
+                tracing::info!(job = %self.job.name, execution = %id, "not starting: the host is stopping");
+                token.cancel_for_shutdown();
             }
         }
         if !self.draining {

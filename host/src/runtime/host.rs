@@ -69,6 +69,10 @@ impl CancelToken {
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst) != NOT_CANCELLED
     }
+    /// Whether the host stopping asked for it.
+    pub fn by_shutdown(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == BY_SHUTDOWN
+    }
     /// Why the execution was cancelled, for its row.
     pub fn reason(&self) -> &'static str {
         match self.0.load(Ordering::SeqCst) {

@@ -130,3 +130,34 @@ async fn a_job_limit_queues_its_own_runs_and_a_cancelled_queued_run_ends_cancell
     assert!(e.error_message.unwrap().contains("while waiting for a slot") && e.logs.is_empty(), "it never ran");
     host.stop().await;
 }
+
+/// A stopping host lets running executions finish but starts none of the
+/// runs still waiting for a slot: they end cancelled, saying why, at once.
+#[actix_rt::test]
+async fn runs_waiting_for_a_slot_do_not_start_while_the_host_stops() {
+    let env = Env::new(&["faulty"]).config(
+        r#"max_running = 1
+           [jobs.faulty]
+           overlap = "allow"
+           database = "read-write""#,
+    );
+    env.app()
+        .execute_batch("CREATE TABLE gauge (now INTEGER, peak INTEGER); INSERT INTO gauge VALUES (0, 0);")
+        .unwrap();
+    let host = env.host(false).await;
+    let running = host.start_run("faulty", args(&[("mode", "gauge"), ("ms", "800")])).await.unwrap();
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        waiting.push(host.start_run("faulty", args(&[("mode", "gauge"), ("ms", "800")])).await.unwrap());
+    }
+    let report = host.shutdown(Duration::from_secs(20)).await;
+    assert!(report.took < Duration::from_secs(5), "the waiting runs were not run first: {report:?}");
+    assert_eq!(running.done.await.unwrap().status, ExecutionStatus::Succeeded);
+    for run in waiting {
+        let r = run.done.await.unwrap();
+        assert_eq!(r.status, ExecutionStatus::Cancelled);
+        assert_eq!(r.error_message.as_deref(), Some("not started: the host stopped while waiting for a slot"));
+    }
+    let peak: i64 = env.app().query_row("SELECT peak FROM gauge", [], |r| r.get(0)).unwrap();
+    assert_eq!(peak, 1);
+}
