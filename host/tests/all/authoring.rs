@@ -132,6 +132,15 @@ fn authors_mistakes_get_clear_messages() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("takes a job crate's directory"));
 
+    // A crate that does not compile: cargo's own messages, then what failed.
+    ok("new broken", &sundial(dir.path(), &["new", "broken"]));
+    std::fs::write(dir.path().join("broken/src/lib.rs"), "this is not Rust").unwrap();
+    let target = root().join("target/wasm");
+    let o = sundial(dir.path(), &["build", "broken", "--target-dir", target.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("error: expected") && err.contains("cargo could not build broken"), "{err}");
+
     let o = sundial(dir.path(), &["run"]);
     assert_eq!(o.status.code(), Some(2), "a job name or --component is required");
 

@@ -424,6 +424,9 @@
           (btn) => toggleScheduler(btn, !enabled))),
       h('p', { class: 'meta' }, `Sundial ${status.version} · node `, code(status.node), ` · ${fmtNumber(status.jobs)} jobs`),
       !status.scheduling && h('p', { class: 'notice' }, 'This host does not run the scheduler: jobs run only when started.'),
+      status.slots && h('p', { class: 'meta', id: 'slots' },
+        `Slots: ${fmtNumber(status.slots.running)} of ${fmtNumber(status.slots.limit)} in use`,
+        status.slots.waiting > 0 && ` · ${fmtNumber(status.slots.waiting)} waiting`),
       h('div', { class: 'columns' }, runningList(status.running), nextFires(status.next_fires, zones)));
   }
 
