@@ -90,6 +90,12 @@ async fn a_changed_file_goes_live_and_a_new_file_is_scheduled() {
     install(&env.jobs_dir(), "cleanup.wasm", &v2);
     let j = job_until(&host, "cleanup", "v2", |j| j.component_version == Some(2)).await;
     assert_eq!(j.component_digest.as_deref(), Some(sundial::runtime::digest(&v2).as_str()));
+    // Live once the supervisor has it (the stored row turns v2 a moment before).
+    eventually("v2 live", || async {
+        let s = host.job_snapshot("cleanup").await.unwrap();
+        (s.job.component_version == Some(2)).then_some(())
+    })
+    .await;
     let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Succeeded);
     let e = &host.store.list_executions("cleanup", 1, None).await.unwrap()[0];
@@ -343,6 +349,11 @@ async fn a_storm_of_replacements_ends_on_the_last_valid_file() {
     let want = sundial::runtime::digest(&last);
     let j = job_until(&host, "cleanup", "the last valid file live", |j| {
         j.component_digest.as_deref() == Some(want.as_str()) && j.load_error.is_none()
+    })
+    .await;
+    eventually("the supervisor on the last valid file", || async {
+        let s = host.job_snapshot("cleanup").await.unwrap();
+        (s.job.component_digest.as_deref() == Some(want.as_str())).then_some(())
     })
     .await;
     let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
