@@ -22,7 +22,7 @@ use actix::prelude::*;
 
 use super::repository::{Repository, SetLoadError, UpsertJob};
 use super::scheduler::{RegisterJob, Scheduler};
-use super::supervisor::{Deploy, JobSupervisor, SupervisorSetup};
+use super::supervisor::{Deploy, Hold, JobSupervisor, SupervisorSetup};
 use crate::clock::Clock;
 use crate::config::{Config, JobConfig};
 use crate::events::{Event, Events};
@@ -129,7 +129,14 @@ impl Loader {
         }
     }
 
-    fn install(&mut self, path: PathBuf, code: JobCode, config: JobConfig, job: JobRecord) -> Result<String, String> {
+    fn install(
+        &mut self,
+        path: PathBuf,
+        code: JobCode,
+        config: JobConfig,
+        job: JobRecord,
+        hold: Option<HoldHandle>,
+    ) -> Result<String, String> {
         let name = job.name.clone();
         if let Some(l) = self.supervisors.get(&name)
             && l.path != path
@@ -141,7 +148,16 @@ impl Loader {
         let digest = code.digest();
         let supervisor = match self.supervisors.get_mut(&name) {
             Some(l) => {
-                l.supervisor.do_send(Deploy { code, version_no, config: config.clone(), job: job.clone() });
+                let deploy = Deploy { code, version_no, config: config.clone(), job: job.clone() };
+                match hold {
+                    // The supervisor is waiting for exactly this.
+                    Some(hold) => {
+                        if let Err(deploy) = hold.send(deploy) {
+                            l.supervisor.do_send(deploy);
+                        }
+                    }
+                    None => l.supervisor.do_send(deploy),
+                }
                 // A job whose file was renamed now lives in the new one.
                 l.path = path;
                 l.digest = digest;
@@ -230,6 +246,7 @@ impl Loader {
         let config = self.config.clone();
         let unchanged = self.job_at(&path).and_then(|n| self.supervisors.get(&n)).map(|l| l.digest.clone());
         let own: Vec<String> = self.own_writes(&path);
+        let supervisors = self.supervisor_addrs();
         let file = path.clone();
         let read_at = Instant::now();
         let work = async move {
@@ -239,7 +256,9 @@ impl Loader {
                 return Ok(None);
             }
             let version = runtime.load(bytes.clone()).await.map_err(|e| (None, e.to_string()))?;
-            register(&repo, &config, JobCode::Component(version), Some(bytes)).await.map(Some)
+            let hold = hold(supervisors.get(&version.info.name)).await;
+            let registered = register(&repo, &config, JobCode::Component(version), Some(bytes)).await?;
+            Ok(Some((registered, hold)))
         };
         self.loading.insert(path.clone());
         ctx.spawn(work.into_actor(self).map(move |res, act, _| {
@@ -253,7 +272,9 @@ impl Loader {
             }
             let outcome = match res {
                 Ok(None) => return act.restored(&path),
-                Ok(Some((code, config, job))) => act.install(path.clone(), code, config, job).map_err(|e| (None, e)),
+                Ok(Some(((code, config, job), hold))) => {
+                    act.install(path.clone(), code, config, job, hold).map_err(|e| (None, e))
+                }
                 Err(e) => Err(e),
             };
             match outcome {
@@ -261,6 +282,11 @@ impl Loader {
                 Err((name, message)) => act.reject(&path, name, &message),
             }
         }));
+    }
+
+    /// Every loaded job's supervisor, by name.
+    fn supervisor_addrs(&self) -> HashMap<String, Addr<JobSupervisor>> {
+        self.supervisors.iter().map(|(n, l)| (n.clone(), l.supervisor.clone())).collect()
     }
 
     /// The digests deploys wrote to `path` within [`OWN_WRITE_MEMORY`].
@@ -431,7 +457,7 @@ impl Handler<LoadAll> for Loader {
             for (path, r) in results {
                 let outcome = match r {
                     Ok((version, config, job)) => {
-                        act.install(path.clone(), version, config, job).map_err(|e| (None, e))
+                        act.install(path.clone(), version, config, job, None).map_err(|e| (None, e))
                     }
                     Err(e) => Err(e),
                 };
@@ -455,6 +481,19 @@ async fn load_one(runtime: &Runtime, repo: &Addr<Repository>, config: &Config, p
     let bytes: Arc<[u8]> = read_component(path)?.into();
     let version: Arc<ComponentVersion> = runtime.load(bytes.clone()).await.map_err(|e| (None, e.to_string()))?;
     register(repo, config, JobCode::Component(version), Some(bytes)).await
+}
+
+/// The loader's side of a [`Hold`]: the new version goes through it.
+type HoldHandle = tokio::sync::oneshot::Sender<Deploy>;
+
+/// Holds a job's supervisor (if it has one) while its new version is
+/// recorded, so that no run starts on the old code once the stored job shows
+/// the new one. Dropping the handle without sending releases it.
+async fn hold(supervisor: Option<&Addr<JobSupervisor>>) -> Option<HoldHandle> {
+    let supervisor = supervisor?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    supervisor.send(Hold { code: rx }).await.ok()?;
+    Some(tx)
 }
 
 /// Records a validated job (and its bytes, kept for rollback) with the repository.
@@ -524,16 +563,18 @@ impl Handler<DeployComponent> for Loader {
         self.own_writes.entry(path.clone()).or_default().push((msg.version.digest.clone(), Instant::now()));
         let repo = self.repo.clone();
         let config = self.config.clone();
+        let supervisor = self.supervisors.get(&name).map(|l| l.supervisor.clone());
         let work = async move {
             write_atomically(&path, &msg.bytes).map_err(|e| DeployError::Write(e.to_string()))?;
+            let hold = hold(supervisor.as_ref()).await;
             let registered = register(&repo, &config, JobCode::Component(msg.version), Some(msg.bytes)).await;
-            registered.map(|r| (path, r)).map_err(|(_, e)| DeployError::Register(e))
+            registered.map(|r| (path, r, hold)).map_err(|(_, e)| DeployError::Register(e))
         };
         Box::pin(work.into_actor(self).map(|res, act, _| {
-            let (path, (code, config, job)) = res?;
+            let (path, (code, config, job), hold) = res?;
             tracing::info!(job = %job.name, file = %path.display(), version = ?job.component_version,
                 "component deployed");
-            act.install(path, code, config, job.clone()).map_err(DeployError::Register)?;
+            act.install(path, code, config, job.clone(), hold).map_err(DeployError::Register)?;
             Ok(job)
         }))
     }

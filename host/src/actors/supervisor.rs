@@ -719,6 +719,41 @@ impl Handler<Deploy> for JobSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Deploy, _: &mut Context<Self>) {
+        self.apply(msg);
+    }
+}
+
+/// Sent by the loader just before it records a new version of the job: the
+/// supervisor handles nothing else until the new code arrives through
+/// `code` (or the loader drops it, having recorded nothing), so no run can
+/// start on the old code once the stored job shows the new version.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Hold {
+    /// Where the new version comes from.
+    pub code: oneshot::Receiver<Deploy>,
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold").finish_non_exhaustive()
+    }
+}
+
+impl Handler<Hold> for JobSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Hold, ctx: &mut Context<Self>) {
+        ctx.wait(async move { msg.code.await.ok() }.into_actor(self).map(|deploy, act, _| {
+            if let Some(deploy) = deploy {
+                act.apply(deploy);
+            }
+        }));
+    }
+}
+
+impl JobSupervisor {
+    fn apply(&mut self, msg: Deploy) {
         self.digest = msg.code.digest();
         tracing::info!(job = %self.job.name, version = msg.version_no, digest = %self.digest, "new version live");
         self.code = msg.code;
