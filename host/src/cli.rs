@@ -734,7 +734,7 @@ async fn jobs(mut options: HostOptions, json: bool, verbose: bool) -> anyhow::Re
     if verbose {
         println!();
         let mut rows = vec![
-            ["NAME", "DATABASE", "HTTP HOSTS", "STATE", "TIMEOUT", "MEMORY", "REQUESTS", "MISMATCHES"]
+            ["NAME", "DATABASE", "HTTP HOSTS", "STATE", "TIMEOUT", "MEMORY", "FUEL", "REQUESTS", "MISMATCHES"]
                 .map(String::from)
                 .to_vec(),
         ];
@@ -751,6 +751,7 @@ async fn jobs(mut options: HostOptions, json: bool, verbose: bool) -> anyhow::Re
                 if c.state { "yes" } else { "no" }.to_string(),
                 format!("{}s", c.limits.timeout.as_secs()),
                 format!("{} MiB", c.limits.memory_bytes >> 20),
+                c.limits.fuel.map_or_else(|| "-".to_string(), |f| f.to_string()),
                 or_dash(requested),
                 or_dash(mismatches),
             ]);

@@ -112,6 +112,9 @@ pub struct JobSettings {
     pub timeout_secs: Option<u64>,
     /// Memory limit of one execution, in MiB.
     pub memory_mib: Option<u64>,
+    /// Fuel budget of one execution (about one unit per guest instruction);
+    /// none: unlimited.
+    pub fuel: Option<u64>,
     /// Overlap policy: "skip", "queue-one" or "allow".
     pub overlap: Option<OverlapPolicy>,
     /// Misfire policy: "skip", "once" or "all".
@@ -152,6 +155,7 @@ impl JobSettings {
             http_rate_per_sec: self.http_rate_per_sec.or(base.http_rate_per_sec),
             timeout_secs: self.timeout_secs.or(base.timeout_secs),
             memory_mib: self.memory_mib.or(base.memory_mib),
+            fuel: self.fuel.or(base.fuel),
             overlap: self.overlap.or(base.overlap),
             misfire: self.misfire.or(base.misfire),
             max_attempts: self.max_attempts.or(base.max_attempts),
@@ -317,6 +321,9 @@ impl Config {
             {
                 return Err(err(format!("memory_mib must be between 1 and 65536, got {m}")));
             }
+            if s.fuel == Some(0) {
+                return Err(err("fuel must be at least 1 (leave it out for no budget)".into()));
+            }
             if s.expected_duration_secs == Some(0) {
                 return Err(err("expected_duration_secs must be at least 1".into()));
             }
@@ -393,6 +400,7 @@ impl Config {
                 memory_bytes: s.memory_mib.map(|m| (m as usize) << 20).unwrap_or(defaults.memory_bytes),
                 http,
                 http_rate: s.http_rate_per_sec.map(crate::runtime::HttpRateLimit::new),
+                fuel: s.fuel,
             },
             overlap: s.overlap.unwrap_or_default(),
             misfire: s.misfire.unwrap_or_default(),
@@ -528,6 +536,10 @@ mod tests {
         assert!(e.contains("unknown field"), "{e}");
         let e = Config::parse("[jobs.cleanup]\noverlap = \"sometimes\"\n").unwrap_err();
         assert!(e.contains("overlap policy"), "{e}");
+        let e = Config::parse("[jobs.cleanup]\nfuel = 0\n").unwrap_err();
+        assert!(e.contains("cleanup") && e.contains("fuel must be at least 1"), "{e}");
+        let e = Config::parse("[jobs.cleanup]\nfuel = -5\n").unwrap_err();
+        assert!(e.contains("cleanup") || e.contains("fuel"), "{e}");
     }
 
     #[test]

@@ -167,6 +167,8 @@ pub enum ErrorClass {
     Overlap,
     /// The host died while the execution ran.
     Crash,
+    /// The guest used up its fuel budget.
+    Fuel,
 }
 
 text_enum!(ErrorClass, "error class", {
@@ -180,6 +182,7 @@ text_enum!(ErrorClass, "error class", {
     Host => "host",
     Overlap => "overlap",
     Crash => "crash",
+    Fuel => "fuel",
 });
 
 /// Single-shot or item job.
@@ -587,6 +590,8 @@ pub struct ExecutionRecord {
     pub args: RunArgs,
     /// Whether it ran longer than the job's expected duration.
     pub overrun: bool,
+    /// Fuel the guest used (components only).
+    pub fuel_consumed: Option<i64>,
 }
 
 /// A failed or skipped item, with its reason.
@@ -631,6 +636,8 @@ pub struct RunReport {
     pub logs_truncated: bool,
     /// When the first guest call began (the end of fire lateness).
     pub guest_started_at: Option<DateTime<Utc>>,
+    /// Fuel the guest used (components only).
+    pub fuel_consumed: Option<u64>,
 }
 
 /// Failed/skipped items kept per execution; the rest are counted.
@@ -653,6 +660,7 @@ impl RunReport {
             logs: String::new(),
             logs_truncated: false,
             guest_started_at: None,
+            fuel_consumed: None,
         }
     }
 

@@ -182,6 +182,7 @@ struct ExecutionView<'a> {
     error_message: Option<&'a str>,
     summary: Option<&'a str>,
     overrun: bool,
+    fuel_consumed: Option<i64>,
     args: ArgsView<'a>,
 }
 
@@ -212,6 +213,7 @@ fn execution_view<'a>(e: &'a ExecutionRecord, live: Option<LiveProgress>) -> Exe
         error_message: e.error_message.as_deref(),
         summary: e.summary.as_deref(),
         overrun: e.overrun,
+        fuel_consumed: e.fuel_consumed,
         args: ArgsView {
             date: e.args.date.as_deref(),
             limit: e.args.limit,
@@ -399,6 +401,7 @@ async fn job_json(state: &ApiState, id: &str) -> Result<Value, ApiError> {
             json!({
                 "timeout_secs": c.limits.timeout.as_secs_f64(),
                 "memory_mib": c.limits.memory_bytes / (1024 * 1024),
+                "fuel": c.limits.fuel,
                 "http_rate_per_sec": c.limits.http_rate.as_ref().map(|r| r.per_sec()),
                 "max_running": c.max_running,
                 "priority": c.priority,

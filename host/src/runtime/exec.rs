@@ -10,7 +10,9 @@ use wasmtime_wasi::WasiCtxBuilder;
 use super::Runtime;
 use super::bindings::{Job, types as wit};
 use super::component::ComponentVersion;
-use super::host::{CancelToken, HostFailure, HostState, Interrupt, LOG_CAP_BYTES, Limiter, LogBuffer, Progress};
+use super::host::{
+    CancelToken, FuelMeter, HostFailure, HostState, Interrupt, LOG_CAP_BYTES, Limiter, LogBuffer, Progress,
+};
 use super::http::HttpGuard;
 use super::output::CappedPipe;
 use crate::model::{ErrorClass, ExecutionStatus, HttpAllowlist, RunContext, RunReport, Trigger};
@@ -28,6 +30,9 @@ pub struct Limits {
     pub http: HttpAllowlist,
     /// Outbound HTTP requests a second across the job's executions (none: unlimited).
     pub http_rate: Option<super::http::HttpRateLimit>,
+    /// Fuel (about one unit per guest instruction) one execution may use
+    /// (none: unlimited; the fuel used is recorded either way).
+    pub fuel: Option<u64>,
 }
 
 impl Default for Limits {
@@ -37,6 +42,7 @@ impl Default for Limits {
             memory_bytes: 256 << 20,
             http: HttpAllowlist::default(),
             http_rate: None,
+            fuel: None,
         }
     }
 }
@@ -70,7 +76,7 @@ pub(crate) fn new_store(
     progress: Arc<Progress>,
 ) -> Store<HostState> {
     let deadline = Instant::now() + timeout;
-    new_store_with(rt, job_name, execution_id, deadline, memory_bytes, db, None, progress, CancelToken::new())
+    new_store_with(rt, job_name, execution_id, deadline, memory_bytes, None, db, None, progress, CancelToken::new())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -80,6 +86,7 @@ fn new_store_with(
     execution_id: i64,
     deadline: Instant,
     memory_bytes: usize,
+    fuel: Option<u64>,
     db: Option<AppSession>,
     state: Option<JobState>,
     progress: Arc<Progress>,
@@ -120,15 +127,28 @@ fn new_store_with(
         progress,
         stdout,
         stderr,
+        fuel: FuelMeter::new(fuel),
+        checks: rt.inner.settings.host_checks,
     };
     store_for(rt, state)
 }
 
-/// Wraps execution state in a new store: memory limit, and deadline and
-/// cancellation checked on every epoch tick.
+/// Wraps execution state in a new store: memory limit, the fuel the meter
+/// says this store starts with, and deadline and cancellation checked on
+/// every epoch tick.
 fn store_for(rt: &Runtime, state: HostState) -> Store<HostState> {
+    let fuel = state.fuel.start;
     let mut store = Store::new(&rt.inner.engine, state);
-    store.limiter(|s| &mut s.limiter);
+    if rt.inner.settings.host_checks {
+        store.limiter(|s| &mut s.limiter);
+    }
+    if rt.inner.settings.fuel {
+        // Only fails when the engine does not meter fuel, checked above.
+        let _ = store.set_fuel(fuel);
+    }
+    if !rt.inner.settings.epoch_interruption {
+        return store;
+    }
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
         let state = ctx.data_mut();
@@ -155,9 +175,13 @@ pub(crate) fn fresh_instance(
 ) -> wasmtime::Result<Job> {
     let placeholder = new_store(rt, "", 0, Duration::ZERO, 0, None, Progress::new());
     let old = std::mem::replace(store, placeholder);
+    let left = fuel_left(&old);
     let mut state = old.into_data();
     state.table = Default::default();
     state.limiter.memory_limit_hit = false;
+    // The budget is the execution's: the fresh store gets what is left.
+    state.fuel.used_before = state.fuel.used(left);
+    state.fuel.start = left;
     *store = store_for(rt, state);
     version.pre.instantiate(&mut *store)
 }
@@ -180,6 +204,11 @@ fn wit_context(ctx: &RunContext) -> wit::Context {
         dry_run: ctx.args.dry_run,
         args: ctx.args.args.clone(),
     }
+}
+
+/// Fuel the store has left (the meter's start when the engine does not meter).
+pub(crate) fn fuel_left(store: &Store<HostState>) -> u64 {
+    store.get_fuel().unwrap_or(store.data().fuel.start)
 }
 
 /// Classifies a failed guest call from the error and what the store saw.
@@ -210,6 +239,9 @@ pub(crate) fn classify(
     }
     if let Some(h) = err.downcast_ref::<HostFailure>() {
         return (ExecutionStatus::Failed, ErrorClass::Host, h.to_string());
+    }
+    if let (Some(wasmtime::Trap::OutOfFuel), Some(budget)) = (err.downcast_ref::<wasmtime::Trap>(), state.fuel.budget) {
+        return (ExecutionStatus::Failed, ErrorClass::Fuel, format!("fuel budget of {budget} exhausted"));
     }
     let mut message = match err.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => format!("guest trapped: {trap}"),
@@ -277,6 +309,7 @@ pub(crate) fn prepare(rt: &Runtime, version: &Arc<ComponentVersion>, inv: Invoca
         ctx.execution_id.0,
         deadline,
         limits.memory_bytes,
+        limits.fuel,
         db,
         state,
         progress,
@@ -361,6 +394,9 @@ fn run_single(
 /// Closes the database session, writes the key-value state writes that
 /// waited for it, and moves captured output into the report.
 fn finish(mut store: Store<HostState>, report: &mut RunReport) {
+    if let Ok(left) = store.get_fuel() {
+        report.fuel_consumed = Some(store.data().fuel.used(left));
+    }
     let state = store.data_mut();
     if let Some(db) = state.db.take() {
         db.close();

@@ -231,7 +231,9 @@ impl ItemDriver for WasmDriver<'_> {
             }
             Err(e) => {
                 let (status, class, message) = classify(&e, self.store.data(), self.timeout);
-                if matches!(status, ExecutionStatus::TimedOut | ExecutionStatus::Cancelled) {
+                // Out of time or fuel: both belong to the execution, not the item.
+                if matches!(status, ExecutionStatus::TimedOut | ExecutionStatus::Cancelled) || class == ErrorClass::Fuel
+                {
                     return ItemResult::Stop(Failure { status, class, message });
                 }
                 // A trapped instance may not be entered again: continue

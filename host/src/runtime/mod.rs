@@ -1,6 +1,6 @@
 //! The WebAssembly runtime: wasmtime, and nothing of actix.
 //!
-//! One [`Runtime`] owns one `Engine` (epoch interruption on, component-model
+//! One [`Runtime`] owns one `Engine` (epoch interruption and fuel on, component-model
 //! concurrency off: jobs are synchronous calls and this is ~3× faster per
 //! call), one `Linker` with the `sundial:job` imports, a deny-by-default WASI
 //! and `wasi:http` restricted to each job's allowlist (see `runtime/http.rs`), a ticker
@@ -56,6 +56,26 @@ const MAX_PREPARED: usize = 4096;
 /// How often the epoch advances: the resolution of deadlines and cancellation.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// Engine instrumentation and per-call checks. All are on in every host;
+/// turning one off is for measuring what it costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[doc(hidden)]
+pub struct EngineSettings {
+    /// Deadlines and cancellation checked in guest code on every epoch tick.
+    pub epoch_interruption: bool,
+    /// Guest instructions counted, and fuel budgets enforced.
+    pub fuel: bool,
+    /// Host calls check the deadline and cancellation, and memory growth
+    /// is checked against the job's limit.
+    pub host_checks: bool,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings { epoch_interruption: true, fuel: true, host_checks: true }
+    }
+}
+
 /// Errors setting up the runtime itself.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -84,6 +104,7 @@ impl std::fmt::Debug for Runtime {
 
 struct Inner {
     engine: Engine,
+    settings: EngineSettings,
     linker: Linker<HostState>,
     pool: WorkerPool,
     io: Option<tokio::runtime::Runtime>,
@@ -114,8 +135,22 @@ impl Runtime {
     /// they are not compiled again (after a restart, or for bytes seen
     /// before). A cache that cannot be opened is logged and not used.
     pub fn with_cache(clock: Arc<dyn Clock>, cache_dir: Option<&std::path::Path>) -> Result<Runtime, RuntimeError> {
+        Runtime::with_settings(clock, cache_dir, EngineSettings::default())
+    }
+
+    /// Like [`Runtime::with_cache`], with engine instrumentation chosen:
+    /// for measuring what the limits cost. Without epoch interruption no
+    /// deadline or cancellation reaches guest code; without fuel no budget
+    /// holds and nothing is counted. Hosts use the defaults.
+    #[doc(hidden)]
+    pub fn with_settings(
+        clock: Arc<dyn Clock>,
+        cache_dir: Option<&std::path::Path>,
+        settings: EngineSettings,
+    ) -> Result<Runtime, RuntimeError> {
         let mut config = Config::new();
-        config.epoch_interruption(true);
+        config.epoch_interruption(settings.epoch_interruption);
+        config.consume_fuel(settings.fuel);
         config.concurrency_support(false);
         config.wasm_component_model(true);
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
@@ -161,6 +196,7 @@ impl Runtime {
             inner: Arc::new(Inner {
                 cache,
                 engine,
+                settings,
                 linker,
                 pool: WorkerPool::new("sundial-guest"),
                 io: Some(io),

@@ -703,7 +703,7 @@ impl Store {
                     "UPDATE job_executions SET status = ?2, completed_at = ?3, items_total = ?4, items_ok = ?5,
                          items_skipped = ?6, items_failed = ?7, changed = ?8, error_class = ?9, error_message = ?10,
                          summary = ?11, logs = ?12, logs_truncated = ?13, updated_at = ?3,
-                         started_at = COALESCE(started_at, ?14)
+                         started_at = COALESCE(started_at, ?14), fuel_consumed = ?15
                      WHERE id = ?1",
                 )?;
                 let mut item = tx.prepare_cached(
@@ -727,6 +727,7 @@ impl Store {
                         report.logs,
                         report.logs_truncated,
                         report.guest_started_at.map(ts).unwrap_or_else(|| now.clone()),
+                        report.fuel_consumed.map(int),
                     ])?;
                     for p in &report.problems {
                         let outcome = if p.class == ErrorClass::Skip { "skipped" } else { "failed" };
@@ -928,5 +929,6 @@ fn execution_from_row(r: &SqliteRow) -> Result<ExecutionRecord, StoreError> {
         logs_truncated: r.try_get("logs_truncated").map_err(q("reading an execution"))?,
         args: serde_json::from_str(&args).unwrap_or_default(),
         overrun: r.try_get("overrun").map_err(q("reading an execution"))?,
+        fuel_consumed: r.try_get("fuel_consumed").map_err(q("reading an execution"))?,
     })
 }

@@ -130,6 +130,7 @@ async fn status_jobs_and_job_detail_describe_the_host() {
     assert_eq!(detail["versions"][0]["digest"], detail["digest"]);
     assert_eq!(detail["upcoming"].as_array().unwrap().len(), 5);
     assert!(detail["limits"]["timeout_secs"].as_f64().unwrap() > 0.0);
+    assert_eq!(detail["limits"]["fuel"], Value::Null, "no budget unless granted");
     // The numeric id works as well as the name.
     let id = api.host.store.get_job("cleanup").await.unwrap().unwrap().id.0;
     assert_eq!(api.get(&format!("/api/scheduler/jobs/{id}")).await["name"], "cleanup");
@@ -156,6 +157,7 @@ async fn runs_start_finish_and_page_through_history() {
     assert_eq!(e["trigger"], "manual");
     assert_eq!(e["progress"], Value::Null);
     assert!(e["logs"].is_string() && e["problems"].is_array(), "{e}");
+    assert!(e["fuel_consumed"].as_u64().unwrap() > 0, "the fuel a run used is shown: {e}");
 
     // Options reach the run; a failure carries its class and message.
     let (status, run) = api

@@ -236,7 +236,7 @@ fn jobs_and_history_speak_json_for_scripts() {
 /// `jobs --verbose` shows each job's grants and limits next to what it asks for.
 #[test]
 fn jobs_verbose_shows_grants_and_limits() {
-    let env = cli_env("[jobs.faulty]\ntimeout_secs = 9\nmemory_mib = 48\nhttp = [\"api.example.com\"]");
+    let env = cli_env("[jobs.faulty]\ntimeout_secs = 9\nmemory_mib = 48\nfuel = 7000000\nhttp = [\"api.example.com\"]");
     let out = sundial(&env, &["jobs", "--verbose"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -244,7 +244,7 @@ fn jobs_verbose_shows_grants_and_limits() {
     let cleanup = row("cleanup");
     assert!(cleanup.contains("read-write") && cleanup.contains("database:read-write"), "{text}");
     let faulty = row("faulty");
-    for want in ["none", "api.example.com", "9s", "48 MiB"] {
+    for want in ["none", "api.example.com", "9s", "48 MiB", "7000000"] {
         assert!(faulty.contains(want), "{want:?} missing from {faulty:?}\n{text}");
     }
     assert!(

@@ -169,3 +169,66 @@ async fn a_sleeping_guest_is_cancelled_promptly() {
     let r = asleep.done.await.unwrap();
     assert!(r.error_message.unwrap().contains("host stopped"));
 }
+
+/// A fuel budget ends a runaway guest deterministically: the same failure,
+/// at the same count, every time, with the fuel used recorded. Without a
+/// budget the fuel used is recorded too, and is the same for the same work.
+#[actix_rt::test]
+async fn a_fuel_budget_stops_a_guest_at_the_same_count_every_time() {
+    let env = Env::new(&["faulty"]).config("[jobs.faulty]\nfuel = 5000000\ntimeout_secs = 60");
+    let host = env.host(false).await;
+    for _ in 0..2 {
+        let r = host.run_now("faulty", mode("loop", &[])).await.unwrap();
+        assert_eq!((r.status, r.error_class), (ExecutionStatus::Failed, Some(ErrorClass::Fuel)), "{r:?}");
+        assert_eq!(r.error_message.as_deref(), Some("fuel budget of 5000000 exhausted"));
+        assert_eq!(r.fuel_consumed, Some(5_000_000));
+    }
+    // Fuel is not retried: the same run would fail the same way.
+    let stored = host.store.list_executions("faulty", 10, None).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|e| e.fuel_consumed == Some(5_000_000) && e.error_class == Some(ErrorClass::Fuel)));
+    // A well-behaved run under the same budget succeeds and says what it used.
+    let ok = host.run_now("faulty", mode("ok", &[])).await.unwrap();
+    assert_eq!(ok.status, ExecutionStatus::Succeeded, "{ok:?}");
+    let used = ok.fuel_consumed.unwrap();
+    assert!(used > 0 && used < 5_000_000, "{used}");
+
+    let env = Env::new(&["faulty"]);
+    let host = env.host(false).await;
+    let a = host.run_now("faulty", mode("ok", &[])).await.unwrap();
+    let b = host.run_now("faulty", mode("ok", &[])).await.unwrap();
+    assert_eq!(a.status, ExecutionStatus::Succeeded);
+    assert_eq!(a.fuel_consumed, b.fuel_consumed, "same work, same fuel");
+    assert!(a.fuel_consumed.unwrap() > 0);
+}
+
+/// An item job's budget is the execution's, across items and across the
+/// fresh instances a trapping item leaves behind: when it is used up the run
+/// stops (it does not fail item after item) and keeps what it committed.
+#[actix_rt::test]
+async fn an_item_job_out_of_fuel_stops_and_keeps_its_committed_items() {
+    const USERS: i64 = 500;
+    let env = Env::new(&["slow-items"]);
+    let db = env.path().join("sundial.db");
+    crate::fixtures::users_and_visits(&db, USERS);
+    let unmetered = env.config("[jobs.slow-items]\ndatabase = \"read-write\"\ntimeout_secs = 60");
+    let host = unmetered.host(false).await;
+    let full = host.run_now("slow-items", RunArgs::default()).await.unwrap();
+    assert_eq!(full.status, ExecutionStatus::Succeeded, "{full:?}");
+    let whole = full.fuel_consumed.unwrap();
+    host.stop().await;
+
+    // A budget of about a third of the whole run.
+    let env = Env::new(&["slow-items"])
+        .config(&format!("[jobs.slow-items]\ndatabase = \"read-write\"\ntimeout_secs = 60\nfuel = {}", whole / 3));
+    crate::fixtures::users_and_visits(&env.path().join("sundial.db"), USERS);
+    let host = env.host(false).await;
+    let r = host.run_now("slow-items", RunArgs::default()).await.unwrap();
+    assert_eq!((r.status, r.error_class), (ExecutionStatus::Failed, Some(ErrorClass::Fuel)), "{r:?}");
+    assert_eq!(r.fuel_consumed, Some(whole / 3));
+    assert_eq!(r.items_failed, 1, "one item interrupted, no item failed after it: {r:?}");
+    assert!(r.items_ok > 50 && r.items_ok < 400, "{r:?}");
+    let conn = rusqlite::Connection::open(env.path().join("sundial.db")).unwrap();
+    let visits: i64 = conn.query_row("SELECT count(*) FROM visits", [], |r| r.get(0)).unwrap();
+    assert_eq!(visits as u64, r.items_ok, "what succeeded is committed, nothing more");
+}

@@ -600,6 +600,7 @@
       definitionList([
         ['Timeout', fmtSeconds(limits.timeout_secs)],
         ['Memory', `${fmtNumber(limits.memory_mib)} MiB`],
+        ['Fuel budget', limits.fuel ? fmtNumber(limits.fuel) : 'unlimited'],
       ]),
       h('h3', null, 'Policies'),
       definitionList([
@@ -715,6 +716,7 @@
     ['Changed', fmtNumber(e.changed)],
     ['Version', [`${versionText(e.version)} `, e.digest && code(e.digest)]],
     ['Node', e.node ? code(e.node) : '—'],
+    ['Fuel used', e.fuel_consumed === null || e.fuel_consumed === undefined ? '—' : fmtNumber(e.fuel_consumed)],
     e.overrun && ['Overrun', h('span', { class: 'warning-text' }, 'ran longer than expected')],
   ];
 
