@@ -455,7 +455,8 @@ async fn prepare_component_run(
     let scratch =
         tempfile::Builder::new().prefix("sundial-run-").tempdir().context("cannot make a temporary directory")?;
     options.config.cache_dir = Some(scratch.path().join("cache"));
-    let runtime = crate::runtime::Runtime::with_cache(options.clock.clone(), Some(&options.cache_dir()))?;
+    let settings = crate::runtime::EngineSettings::with_fuel(options.config.meters_fuel());
+    let runtime = crate::runtime::Runtime::with_settings(options.clock.clone(), Some(&options.cache_dir()), settings)?;
     let version =
         runtime.load(bytes.clone()).await.map_err(|e| Invalid(format!("{} cannot run: {e}", file.display())))?;
     let info = &version.info;

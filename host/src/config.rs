@@ -263,6 +263,13 @@ pub struct JobConfig {
 }
 
 impl Config {
+    /// Whether guests' fuel is metered: when any job (or `[defaults]`) has
+    /// a `fuel` budget. Metering costs about 10 % of guest speed, so hosts
+    /// without budgets do not pay for it.
+    pub fn meters_fuel(&self) -> bool {
+        self.defaults.fuel.is_some() || self.jobs.values().any(|j| j.fuel.is_some())
+    }
+
     /// Reads `path`; with `None`, reads `./sundial.toml` if it exists and
     /// otherwise uses the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {

@@ -230,7 +230,8 @@ impl Host {
         let app_db = AppDb::open(&app_url)?;
         // Jobs' key-value state lives in Sundial's database (migrated above).
         let state_db = crate::store::state::StateDb::open(&options.database_url(), Some(app_db.path()))?;
-        let runtime = Runtime::with_cache(options.clock.clone(), Some(&options.cache_dir()))?;
+        let settings = crate::runtime::EngineSettings::with_fuel(options.config.meters_fuel());
+        let runtime = Runtime::with_settings(options.clock.clone(), Some(&options.cache_dir()), settings)?;
         let scheduler = if options.schedule {
             let enabled = repo.send(GetGlobalEnabled {}).await??;
             Some(Scheduler::new(repo.clone(), options.clock.clone(), enabled).start())

@@ -1,3 +1,3 @@
 -- Fuel (wasmtime's count of executed guest instructions) an execution used,
--- for components; NULL for native jobs and executions that never ran.
+-- when the host meters fuel; NULL otherwise and for native jobs.
 ALTER TABLE job_executions ADD COLUMN fuel_consumed INTEGER;

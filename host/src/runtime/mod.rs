@@ -1,6 +1,6 @@
 //! The WebAssembly runtime: wasmtime, and nothing of actix.
 //!
-//! One [`Runtime`] owns one `Engine` (epoch interruption and fuel on, component-model
+//! One [`Runtime`] owns one `Engine` (epoch interruption on, fuel when budgeted, component-model
 //! concurrency off: jobs are synchronous calls and this is ~3× faster per
 //! call), one `Linker` with the `sundial:job` imports, a deny-by-default WASI
 //! and `wasi:http` restricted to each job's allowlist (see `runtime/http.rs`), a ticker
@@ -56,14 +56,16 @@ const MAX_PREPARED: usize = 4096;
 /// How often the epoch advances: the resolution of deadlines and cancellation.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Engine instrumentation and per-call checks. All are on in every host;
-/// turning one off is for measuring what it costs.
+/// Engine instrumentation and per-call checks. Epoch interruption and the
+/// checks are on in every host (turning them off is only for measuring what
+/// they cost); fuel is metered when the configuration gives a job a budget
+/// ([`crate::config::Config::meters_fuel`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[doc(hidden)]
 pub struct EngineSettings {
     /// Deadlines and cancellation checked in guest code on every epoch tick.
     pub epoch_interruption: bool,
-    /// Guest instructions counted, and fuel budgets enforced.
+    /// Guest instructions counted, fuel budgets enforced, and the fuel each
+    /// execution used recorded.
     pub fuel: bool,
     /// Host calls check the deadline and cancellation, and memory growth
     /// is checked against the job's limit.
@@ -72,7 +74,14 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        EngineSettings { epoch_interruption: true, fuel: true, host_checks: true }
+        EngineSettings { epoch_interruption: true, fuel: false, host_checks: true }
+    }
+}
+
+impl EngineSettings {
+    /// The defaults, metering fuel if `fuel`.
+    pub fn with_fuel(fuel: bool) -> Self {
+        EngineSettings { fuel, ..EngineSettings::default() }
     }
 }
 
@@ -138,11 +147,9 @@ impl Runtime {
         Runtime::with_settings(clock, cache_dir, EngineSettings::default())
     }
 
-    /// Like [`Runtime::with_cache`], with engine instrumentation chosen:
-    /// for measuring what the limits cost. Without epoch interruption no
-    /// deadline or cancellation reaches guest code; without fuel no budget
-    /// holds and nothing is counted. Hosts use the defaults.
-    #[doc(hidden)]
+    /// Like [`Runtime::with_cache`], with engine instrumentation chosen.
+    /// Without epoch interruption no deadline or cancellation reaches guest
+    /// code; without fuel no budget holds and nothing is counted.
     pub fn with_settings(
         clock: Arc<dyn Clock>,
         cache_dir: Option<&std::path::Path>,

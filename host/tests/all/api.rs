@@ -157,7 +157,7 @@ async fn runs_start_finish_and_page_through_history() {
     assert_eq!(e["trigger"], "manual");
     assert_eq!(e["progress"], Value::Null);
     assert!(e["logs"].is_string() && e["problems"].is_array(), "{e}");
-    assert!(e["fuel_consumed"].as_u64().unwrap() > 0, "the fuel a run used is shown: {e}");
+    assert_eq!(e["fuel_consumed"], Value::Null, "no job has a budget: fuel is not metered: {e}");
 
     // Options reach the run; a failure carries its class and message.
     let (status, run) = api
