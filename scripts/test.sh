@@ -10,3 +10,5 @@ scripts/install-browser.sh
 scripts/install-python-toolchain.sh
 cargo xtask build-jobs --fixtures
 cargo test --workspace "$@"
+# OpenTelemetry export is a cargo feature of the host: its test runs with it on.
+cargo test -p sundial-host --features otlp --test all -- otlp

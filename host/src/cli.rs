@@ -44,12 +44,26 @@ struct Global {
     /// with the execution span's fields) for log collectors.
     #[arg(long, global = true, env = "SUNDIAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Send the execution and batch spans to an OpenTelemetry collector over
+    /// OTLP/HTTP: its base URL, e.g. http://127.0.0.1:4318 (`/v1/traces` is
+    /// added). Needs a sundial built with `--features otlp`.
+    #[arg(long, global = true, env = "SUNDIAL_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Text,
     Json,
+}
+
+impl From<LogFormat> for crate::telemetry::LogFormat {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Text => crate::telemetry::LogFormat::Text,
+            LogFormat::Json => crate::telemetry::LogFormat::Json,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,15 +222,21 @@ struct Invalid(String);
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cli.global.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
-    }
+    let telemetry = match crate::telemetry::init(
+        cli.global.log_format.into(),
+        default_level,
+        cli.global.otlp_endpoint.as_deref(),
+    ) {
+        Ok(t) => t,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
 
-    match run(cli) {
+    let result = run(cli);
+    telemetry.shutdown();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -46,3 +46,4 @@ pub mod runtime;
 pub mod schedule;
 pub mod slots;
 pub mod store;
+pub mod telemetry;

@@ -77,7 +77,7 @@ impl Batch {
     }
 
     fn open(first_item: u64) -> Self {
-        Batch { span: tracing::debug_span!("batch", first_item), ..Batch::new() }
+        Batch { span: tracing::info_span!("batch", first_item), ..Batch::new() }
     }
 }
 

@@ -19,6 +19,7 @@
 //!   deploying to a running host.
 //! - `fuzz_load`: arbitrary and mutated bytes through the component loader.
 //! - `notify`: webhook notifications against a real receiver.
+//! - `otlp`: OpenTelemetry export of the execution spans (feature `otlp`).
 //! - `wit_versions`: released `sundial:job` contracts never change; components
 //!   built against each still run.
 //! - `embedding`: the builder, a shared pool, native jobs, graceful shutdown,
@@ -52,6 +53,7 @@ mod jobs_snapshot;
 mod jobs_weekly;
 mod limits;
 mod notify;
+mod otlp;
 mod python;
 mod reload;
 mod resume;
