@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::repository::{Repository, SetLoadError, UpsertJob};
+use super::repository::{KeepComponent, Repository, SetLoadError, UpsertJob};
 use super::scheduler::{RegisterJob, Scheduler};
 use super::supervisor::{Deploy, Hold, JobSupervisor, SupervisorSetup};
 use crate::clock::Clock;
@@ -255,10 +255,12 @@ impl Loader {
             if unchanged.as_deref() == Some(digest.as_str()) || own.contains(&digest) {
                 return Ok(None);
             }
-            let version = runtime.load(bytes.clone()).await.map_err(|e| (None, e.to_string()))?;
+            let version = runtime.load_digested(bytes.clone(), digest).await.map_err(|e| (None, e.to_string()))?;
             let hold = hold(supervisors.get(&version.info.name)).await;
-            let registered = register(&repo, &config, JobCode::Component(version), Some(bytes)).await?;
-            Ok(Some((registered, hold)))
+            // The bytes (kept for rollback) are written once the version is
+            // live, not on the way to it.
+            let registered = register(&repo, &config, JobCode::Component(version), None).await?;
+            Ok(Some((registered, hold, bytes)))
         };
         self.loading.insert(path.clone());
         ctx.spawn(work.into_actor(self).map(move |res, act, _| {
@@ -272,8 +274,28 @@ impl Loader {
             }
             let outcome = match res {
                 Ok(None) => return act.restored(&path),
-                Ok(Some(((code, config, job), hold))) => {
-                    act.install(path.clone(), code, config, job, hold).map_err(|e| (None, e))
+                Ok(Some(((code, config, job), hold, bytes))) => {
+                    let keep = job.component_version.map(|version| KeepComponent {
+                        job: job.id,
+                        version,
+                        digest: code.digest(),
+                        bytes,
+                    });
+                    let installed = act.install(path.clone(), code, config, job, hold).map_err(|e| (None, e));
+                    if let (Ok(_), Some(keep)) = (&installed, keep) {
+                        let repo = act.repo.clone();
+                        actix::spawn(async move {
+                            let job = keep.job;
+                            match repo.send(keep).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => tracing::error!(job = job.0, error = %e,
+                                    "cannot keep the component for rollback"),
+                                Err(e) => tracing::error!(job = job.0, error = %e,
+                                    "cannot keep the component for rollback"),
+                            }
+                        });
+                    }
+                    installed
                 }
                 Err(e) => Err(e),
             };

@@ -11,6 +11,7 @@
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use crate::model::{ExecutionId, ExecutionRecord, JobId, JobRecord, RunReport};
@@ -217,6 +218,12 @@ repo_message!(
     /// Sent by the loader: register or update a job. Replies with the stored job.
     UpsertJob { def: JobDefinition } -> JobRecord,
     |store, msg| store.upsert_job(&msg.def).await
+);
+
+repo_message!(
+    /// Sent by the loader once a reloaded version is live: keep its bytes for rollback.
+    KeepComponent { job: JobId, version: i64, digest: String, bytes: Arc<[u8]> } -> (),
+    |store, msg| store.keep_component(msg.job, msg.version, &msg.digest, &msg.bytes).await
 );
 
 repo_message!(

@@ -74,12 +74,18 @@ pub fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-pub(crate) fn load(rt: &Runtime, bytes: &[u8]) -> Result<ComponentVersion, LoadError> {
+/// Refuses a file over [`MAX_COMPONENT_BYTES`] before anything reads it further.
+pub(crate) fn check_size(bytes: &[u8]) -> Result<(), LoadError> {
     if bytes.len() > MAX_COMPONENT_BYTES {
         return Err(LoadError::TooLarge { size: bytes.len(), max: MAX_COMPONENT_BYTES });
     }
+    Ok(())
+}
+
+/// Validates and compiles `bytes`, whose [`digest`] is `digest`.
+pub(crate) fn load(rt: &Runtime, bytes: &[u8], digest: String) -> Result<ComponentVersion, LoadError> {
+    check_size(bytes)?;
     check_header(bytes)?;
-    let digest = digest(bytes);
     let engine = &rt.inner.engine;
     let component = match rt.inner.cache.as_ref().and_then(|c| c.get(engine, &digest)) {
         Some(c) => c,

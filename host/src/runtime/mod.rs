@@ -53,6 +53,12 @@ use pool::WorkerPool;
 /// and its memory until its instant).
 const MAX_PREPARED: usize = 4096;
 
+/// Validated versions kept in memory, so that bytes loaded again (a file
+/// put back, a rollback, a deploy of bytes just validated) go live without
+/// reading the compiled-artifact cache or calling `describe` again. Each
+/// holds its compiled code, hence the small bound.
+const RECENT_VERSIONS: usize = 8;
+
 /// How often the epoch advances: the resolution of deadlines and cancellation.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -121,6 +127,8 @@ struct Inner {
     ticker_stop: Arc<AtomicBool>,
     prepared: AtomicUsize,
     cache: Option<cache::ArtifactCache>,
+    /// The versions loaded last, newest first (see [`RECENT_VERSIONS`]).
+    recent: std::sync::Mutex<std::collections::VecDeque<Arc<ComponentVersion>>>,
 }
 
 impl Drop for Inner {
@@ -210,6 +218,7 @@ impl Runtime {
                 clock,
                 ticker_stop,
                 prepared: AtomicUsize::new(0),
+                recent: Default::default(),
             }),
         })
     }
@@ -221,17 +230,56 @@ impl Runtime {
 
     /// Validates and compiles a component on a worker thread.
     pub async fn load(&self, bytes: impl Into<Arc<[u8]>>) -> Result<Arc<ComponentVersion>, LoadError> {
-        let rt = self.clone();
         let bytes: Arc<[u8]> = bytes.into();
-        match self.inner.pool.run(move || component::load(&rt, &bytes)).await {
-            Ok(r) => r.map(Arc::new),
+        component::check_size(&bytes)?;
+        let digest = digest(&bytes);
+        self.load_digested(bytes, digest).await
+    }
+
+    /// [`Runtime::load`] of bytes whose [`digest`] the caller has already
+    /// computed.
+    pub async fn load_digested(&self, bytes: Arc<[u8]>, digest: String) -> Result<Arc<ComponentVersion>, LoadError> {
+        if let Some(version) = self.recent(&digest) {
+            return Ok(version);
+        }
+        let rt = self.clone();
+        match self.inner.pool.run(move || rt.load_new(&bytes, digest)).await {
+            Ok(r) => r,
             Err(_) => Err(LoadError::Host(RuntimeError::WorkerLost.to_string())),
         }
     }
 
-    /// Validates and compiles a component on the calling thread.
+    /// Validates and compiles a component on the calling thread (bytes
+    /// loaded lately are not validated again: the same digest is the same
+    /// component).
     pub fn load_blocking(&self, bytes: &[u8]) -> Result<Arc<ComponentVersion>, LoadError> {
-        component::load(self, bytes).map(Arc::new)
+        component::check_size(bytes)?;
+        let digest = digest(bytes);
+        if let Some(version) = self.recent(&digest) {
+            return Ok(version);
+        }
+        self.load_new(bytes, digest)
+    }
+
+    fn load_new(&self, bytes: &[u8], digest: String) -> Result<Arc<ComponentVersion>, LoadError> {
+        let version = Arc::new(component::load(self, bytes, digest)?);
+        self.remember(version.clone());
+        Ok(version)
+    }
+
+    fn recent(&self, digest: &str) -> Option<Arc<ComponentVersion>> {
+        let mut recent = self.inner.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let i = recent.iter().position(|v| v.digest == digest)?;
+        let version = recent.remove(i)?;
+        recent.push_front(version.clone());
+        Some(version)
+    }
+
+    fn remember(&self, version: Arc<ComponentVersion>) {
+        let mut recent = self.inner.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.retain(|v| v.digest != version.digest);
+        recent.push_front(version);
+        recent.truncate(RECENT_VERSIONS);
     }
 
     /// Runs one execution on a worker thread and reports how it ended.

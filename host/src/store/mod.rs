@@ -350,16 +350,21 @@ impl Store {
     /// Registers a job or updates its definition. The component version
     /// increases whenever the digest changes.
     pub async fn upsert_job(&self, def: &JobDefinition) -> Result<JobRecord, StoreError> {
-        let _turn = appdb::WriteTurn::take();
         let now = ts(Utc::now());
-        sqlx::query(
-            "INSERT INTO jobs (name, description, job_type, schedule, timezone, is_enabled,
+        let name = def.name.clone();
+        let def = def.clone();
+        // One transaction on the writer thread: a reload goes live sooner.
+        self.hot
+            .transaction("registering a job", move |tx| {
+                let (id, version, digest): (i64, Option<i64>, Option<String>) = tx
+                    .prepare_cached(
+                        "INSERT INTO jobs (name, description, job_type, schedule, timezone, is_enabled,
                                component_digest, component_version, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, COALESCE($6, 1), $7, 1, $8, $8)
+             VALUES (?1, ?2, ?3, ?4, ?5, COALESCE(?6, 1), ?7, 1, ?8, ?8)
              ON CONFLICT (name) DO UPDATE SET
                 description = excluded.description,
                 job_type = excluded.job_type,
-                is_enabled = COALESCE($6, jobs.is_enabled),
+                is_enabled = COALESCE(?6, jobs.is_enabled),
                 component_version = CASE
                     WHEN jobs.component_digest IS excluded.component_digest THEN jobs.component_version
                     ELSE COALESCE(jobs.component_version, 0) + 1 END,
@@ -373,53 +378,48 @@ impl Store {
                 schedule = CASE WHEN jobs.schedule_source = 'api' THEN jobs.schedule ELSE excluded.schedule END,
                 timezone = CASE WHEN jobs.schedule_source = 'api' THEN jobs.timezone ELSE excluded.timezone END,
                 load_error = NULL,
-                updated_at = excluded.updated_at",
-        )
-        .bind(&def.name)
-        .bind(&def.description)
-        .bind(def.kind.as_str())
-        .bind(&def.schedule)
-        .bind(&def.timezone)
-        .bind(def.enabled)
-        .bind(&def.digest)
-        .bind(&now)
-        .execute(&self.writer)
-        .await
-        .map_err(q("registering a job"))?;
-        sqlx::query(
-            "INSERT INTO job_versions (job_id, version, digest, first_seen)
-             SELECT id, component_version, component_digest, $2 FROM jobs WHERE name = $1
-             ON CONFLICT (job_id, version) DO NOTHING",
-        )
-        .bind(&def.name)
-        .bind(&now)
-        .execute(&self.writer)
-        .await
-        .map_err(q("recording a job version"))?;
-        let job = self.get_job(&def.name).await?.ok_or_else(|| StoreError::UnknownJob(def.name.clone()))?;
-        if let (Some(bytes), Some(version)) = (&def.component, job.component_version) {
-            sqlx::query(
-                "UPDATE job_versions SET component = $3
-                 WHERE job_id = $1 AND version = $2 AND digest = $4 AND component IS NULL",
-            )
-            .bind(job.id.0)
-            .bind(version)
-            .bind(&bytes[..])
-            .bind(&def.digest)
-            .execute(&self.writer)
+                updated_at = excluded.updated_at
+             RETURNING id, component_version, component_digest",
+                    )?
+                    .query_row(
+                        rusqlite::params![
+                            def.name,
+                            def.description,
+                            def.kind.as_str(),
+                            def.schedule,
+                            def.timezone,
+                            def.enabled,
+                            def.digest,
+                            now,
+                        ],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )?;
+                if let Some(version) = version {
+                    tx.execute(
+                        "INSERT INTO job_versions (job_id, version, digest, first_seen) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (job_id, version) DO NOTHING",
+                        rusqlite::params![id, version, digest, now],
+                    )?;
+                    if let Some(bytes) = &def.component {
+                        keep_component_in(tx, id, version, &def.digest, bytes)?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        self.get_job(&name).await?.ok_or(StoreError::UnknownJob(name))
+    }
+
+    /// Keeps a job version's component bytes (for rollback) if the version
+    /// still has that digest, and drops the bytes of versions older than the
+    /// last [`KEEP_VERSIONS`].
+    pub async fn keep_component(&self, job: JobId, version: i64, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let (digest, bytes) = (digest.to_string(), bytes.to_vec());
+        self.hot
+            .transaction("keeping a job version's component", move |tx| {
+                keep_component_in(tx, job.0, version, &digest, &bytes)
+            })
             .await
-            .map_err(q("keeping a job version's component"))?;
-            sqlx::query(
-                "UPDATE job_versions SET component = NULL
-                 WHERE job_id = $1 AND version <= $2 AND component IS NOT NULL",
-            )
-            .bind(job.id.0)
-            .bind(version - KEEP_VERSIONS)
-            .execute(&self.writer)
-            .await
-            .map_err(q("dropping old job versions' components"))?;
-        }
-        Ok(job)
     }
 
     /// The kept component bytes of one version of a job.
@@ -931,4 +931,25 @@ fn execution_from_row(r: &SqliteRow) -> Result<ExecutionRecord, StoreError> {
         overrun: r.try_get("overrun").map_err(q("reading an execution"))?,
         fuel_consumed: r.try_get("fuel_consumed").map_err(q("reading an execution"))?,
     })
+}
+
+/// [`Store::keep_component`] inside a transaction.
+fn keep_component_in(
+    tx: &rusqlite::Transaction<'_>,
+    job_id: i64,
+    version: i64,
+    digest: &str,
+    bytes: &[u8],
+) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        "UPDATE job_versions SET component = ?3
+         WHERE job_id = ?1 AND version = ?2 AND digest = ?4 AND component IS NULL",
+        rusqlite::params![job_id, version, bytes, digest],
+    )?;
+    tx.execute(
+        "UPDATE job_versions SET component = NULL
+         WHERE job_id = ?1 AND version <= ?2 AND component IS NOT NULL",
+        rusqlite::params![job_id, version - KEEP_VERSIONS],
+    )?;
+    Ok(())
 }
