@@ -18,6 +18,7 @@ use crate::host::{Host, HostOptions};
 use crate::model::{ExecutionStatus, RunArgs};
 use crate::schedule::Schedule;
 use crate::store::Store;
+use crate::telemetry::LogFormat;
 
 /// Sundial: scheduled jobs as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -49,21 +50,6 @@ struct Global {
     /// added). Needs a sundial built with `--features otlp`.
     #[arg(long, global = true, env = "SUNDIAL_OTLP_ENDPOINT", value_name = "URL")]
     otlp_endpoint: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-impl From<LogFormat> for crate::telemetry::LogFormat {
-    fn from(f: LogFormat) -> Self {
-        match f {
-            LogFormat::Text => crate::telemetry::LogFormat::Text,
-            LogFormat::Json => crate::telemetry::LogFormat::Json,
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,17 +208,14 @@ struct Invalid(String);
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
-    let telemetry = match crate::telemetry::init(
-        cli.global.log_format.into(),
-        default_level,
-        cli.global.otlp_endpoint.as_deref(),
-    ) {
-        Ok(t) => t,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(2);
-        }
-    };
+    let telemetry =
+        match crate::telemetry::init(cli.global.log_format, default_level, cli.global.otlp_endpoint.as_deref()) {
+            Ok(t) => t,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(2);
+            }
+        };
 
     let result = run(cli);
     telemetry.shutdown();

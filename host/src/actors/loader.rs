@@ -283,17 +283,7 @@ impl Loader {
                     });
                     let installed = act.install(path.clone(), code, config, job, hold).map_err(|e| (None, e));
                     if let (Ok(_), Some(keep)) = (&installed, keep) {
-                        let repo = act.repo.clone();
-                        actix::spawn(async move {
-                            let job = keep.job;
-                            match repo.send(keep).await {
-                                Ok(Ok(())) => {}
-                                Ok(Err(e)) => tracing::error!(job = job.0, error = %e,
-                                    "cannot keep the component for rollback"),
-                                Err(e) => tracing::error!(job = job.0, error = %e,
-                                    "cannot keep the component for rollback"),
-                            }
-                        });
+                        act.keep_for_rollback(keep);
                     }
                     installed
                 }
@@ -304,6 +294,19 @@ impl Loader {
                 Err((name, message)) => act.reject(&path, name, &message),
             }
         }));
+    }
+
+    /// Writes a live version's bytes for rollback, in the background; a
+    /// failure is logged (the version stays live, it cannot be rolled back to).
+    fn keep_for_rollback(&self, keep: KeepComponent) {
+        let repo = self.repo.clone();
+        actix::spawn(async move {
+            let job = keep.job;
+            let kept = repo.send(keep).await.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(error) = kept {
+                tracing::error!(job = job.0, %error, "cannot keep the component for rollback");
+            }
+        });
     }
 
     /// Every loaded job's supervisor, by name.
