@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::api;
 use crate::config::Config;
 use crate::host::{Host, HostOptions};
-use crate::model::{ExecutionStatus, RunArgs};
+use crate::model::{ExecutionStatus, RunArgs, RunReport};
 use crate::schedule::Schedule;
 use crate::store::Store;
 use crate::telemetry::LogFormat;
@@ -585,6 +585,7 @@ async fn run_job(mut options: HostOptions, cmd: RunCmd) -> anyhow::Result<ExitCo
         }
     };
     progress.finish();
+    let report = settled(&host, id, report).await;
     host.stop().await;
     drop(scratch);
     if cmd.component.is_some() && !cmd.json {
@@ -640,6 +641,26 @@ async fn run_job(mut options: HostOptions, cmd: RunCmd) -> anyhow::Result<ExitCo
     }
     let ok = matches!(report.status, ExecutionStatus::Succeeded | ExecutionStatus::Skipped) && report.items_failed == 0;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The run's outcome as recorded: on a database shared by several hosts, a
+/// run whose host lost its lease (paused, or cut off from the database, for
+/// longer than the lease) was taken for crashed by another host, and its own
+/// outcome was refused.
+async fn settled(host: &Host, id: crate::model::ExecutionId, mut report: RunReport) -> RunReport {
+    if let Ok(Some(e)) = host.store.get_execution(id).await
+        && e.status == ExecutionStatus::Crashed
+        && report.status != ExecutionStatus::Crashed
+    {
+        eprintln!(
+            "execution {id} ended {} here, but this host had lost its lease and another host recorded it as crashed",
+            report.status
+        );
+        report.status = e.status;
+        report.error_class = e.error_class;
+        report.error_message = e.error_message;
+    }
+    report
 }
 
 /// `sundial run`'s progress on stderr: a bar redrawn in place on a

@@ -220,6 +220,10 @@ pub struct Config {
     /// At most this many executions running at once on this host, all jobs
     /// together; more wait, queued, in priority order (default: no limit).
     pub max_running: Option<u32>,
+    /// This host's lease on the database, renewed every third of it (default
+    /// 15 s). On Postgres, the executions of a host that has not renewed its
+    /// lease in this long are taken for crashed by the others.
+    pub lease_secs: Option<u64>,
     /// Where relative paths are resolved (the file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -307,6 +311,14 @@ impl Config {
                 message: "must be at least 1 (leave it out for no limit)".into(),
             });
         }
+        if let Some(l) = self.lease_secs
+            && !(3..=3600).contains(&l)
+        {
+            return Err(ConfigError::Section {
+                section: "lease_secs",
+                message: format!("must be between 3 and 3600 seconds, got {l}"),
+            });
+        }
         for hook in &self.webhooks {
             hook.validate().map_err(|message| ConfigError::Section { section: "[[webhooks]]", message })?;
         }
@@ -358,6 +370,11 @@ impl Config {
     /// How long running executions get to finish when the host stops.
     pub fn shutdown_grace(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.shutdown_grace_secs.unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS))
+    }
+
+    /// This host's lease on the database (see `lease_secs`).
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_secs.unwrap_or(crate::lease::DEFAULT_LEASE_SECS))
     }
 
     /// Resolves a path from the file relative to its directory.

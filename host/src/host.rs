@@ -16,8 +16,7 @@ use crate::actors::loader::{
 use crate::actors::repository::{GetGlobalEnabled, MarkCrashed};
 use crate::actors::scheduler::{RegisterJob, Shutdown, SwitchJob, SwitchScheduler};
 use crate::actors::supervisor::{
-    CancelRun, Drain, JobSnapshot, JobSupervisor, LiveProgress, RetryCrashed, RunNow, RunRejected, RunStarted,
-    Snapshot, UpdateJob,
+    CancelRun, Drain, JobSnapshot, JobSupervisor, LiveProgress, RunNow, RunRejected, RunStarted, Snapshot, UpdateJob,
 };
 use crate::actors::{Loader, Repository, Scheduler};
 use crate::clock::{Clock, SystemClock};
@@ -44,6 +43,9 @@ pub enum HostError {
     /// The application database URL is invalid.
     #[error(transparent)]
     AppDb(#[from] crate::store::appdb::AppDbOpenError),
+    /// The configuration cannot be used as it is.
+    #[error("{0}")]
+    Config(String),
     /// Another scheduling host runs on the same SQLite database.
     #[error(transparent)]
     HostLock(#[from] crate::store::host_lock::HostLockError),
@@ -198,6 +200,8 @@ pub struct Host {
     events: Events,
     /// A scheduling host's hold on its SQLite database, released at shutdown.
     lock: Arc<std::sync::Mutex<Option<crate::store::host_lock::HostLock>>>,
+    /// Renews this host's lease until stopped (at shutdown).
+    lease_task: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
 }
 
 impl Host {
@@ -208,28 +212,72 @@ impl Host {
             Some(pool) => Store::with_pool(pool.clone()).await?,
             None => Store::open(&options.database_url()).await?,
         };
-        // Before anything else: a second host must not take the first one's
-        // running executions for crashed ones.
+        // Before anything else: a second host on a SQLite file must not take
+        // the first one's running executions for crashed ones. (Hosts sharing
+        // a Postgres database tell each other apart by their leases.)
         let lock = match crate::store::appdb::sqlite_path(&options.database_url()) {
-            Ok(path) if options.schedule => match crate::store::host_lock::HostLock::acquire(&path, &options.node) {
-                Ok(lock) => Some(lock),
-                Err(e) => {
-                    store.close().await;
-                    return Err(e.into());
+            Ok(path) if options.schedule && !store.is_postgres() => {
+                match crate::store::host_lock::HostLock::acquire(&path, &options.node) {
+                    Ok(lock) => Some(lock),
+                    Err(e) => {
+                        store.close().await;
+                        return Err(e.into());
+                    }
                 }
-            },
+            }
             _ => None,
         };
+        let lease = options.config.lease();
+        if let Err(e) = store.register_host(&options.node, env!("CARGO_PKG_VERSION"), lease).await {
+            store.close().await;
+            return Err(e.into());
+        }
         let repo = Repository::new(store.clone()).start();
         let crashed: Vec<ExecutionRecord> =
-            if options.schedule { repo.send(MarkCrashed {}).await?? } else { Vec::new() };
+            if options.schedule { repo.send(MarkCrashed { own: options.node.clone() }).await?? } else { Vec::new() };
         if !crashed.is_empty() {
-            tracing::warn!(count = crashed.len(), "executions left running by a previous host marked crashed");
+            tracing::warn!(count = crashed.len(), "executions left running by a host that died marked crashed");
         }
         let app_url = options.app_database_url();
-        let app_db = AppDb::open(&app_url)?;
-        // Jobs' key-value state lives in Sundial's database (migrated above).
-        let state_db = crate::store::state::StateDb::open(&options.database_url(), Some(app_db.path()))?;
+        // The application database is a SQLite file; a host whose own tables
+        // are on Postgres has none unless `app_database` names one.
+        let app_db = if crate::store::is_postgres_url(&app_url) {
+            if options.config.app_database.is_some() {
+                return Err(HostError::Config(format!(
+                    "app_database {}: the application database must be a SQLite file (sqlite://…); \
+                     Postgres is supported for Sundial's own tables (`database`) only",
+                    crate::store::redact_url(&app_url)
+                )));
+            }
+            tracing::warn!(
+                "Sundial's tables are on Postgres and no app_database is set: jobs granted `database` \
+                 get an error from every query (set app_database = \"sqlite://…\")"
+            );
+            None
+        } else {
+            Some(AppDb::open(&app_url)?)
+        };
+        // Jobs' key-value state lives in Sundial's database (migrated above)
+        // when that is a SQLite file.
+        let state_db = if store.is_postgres() {
+            let granted: Vec<&str> = options
+                .config
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.state == Some(true))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            if !granted.is_empty() {
+                tracing::warn!(
+                    jobs = ?granted,
+                    "key-value state is kept in Sundial's database only when that is a SQLite file; \
+                     on Postgres these jobs' state calls fail"
+                );
+            }
+            None
+        } else {
+            Some(crate::store::state::StateDb::open(&options.database_url(), app_db.as_ref().map(|a| a.path()))?)
+        };
         let settings = crate::runtime::EngineSettings::with_fuel(options.config.meters_fuel());
         let runtime = Runtime::with_settings(options.clock.clone(), Some(&options.cache_dir()), settings)?;
         let scheduler = if options.schedule {
@@ -251,7 +299,7 @@ impl Host {
         }
         let mut native = options.native_jobs.clone();
         if options.config.jobs.contains_key("backup") && !native.iter().any(|n| n.info().name == "backup") {
-            let mut files = vec![app_db.path().to_path_buf()];
+            let mut files: Vec<PathBuf> = app_db.iter().map(|a| a.path().to_path_buf()).collect();
             if let Ok(own) = crate::store::appdb::sqlite_path(&options.database_url()) {
                 files.insert(0, own);
             }
@@ -270,8 +318,8 @@ impl Host {
             runtime: runtime.clone(),
             repo: repo.clone(),
             scheduler: scheduler.clone(),
-            app_db: Some(app_db),
-            state_db: Some(state_db),
+            app_db,
+            state_db,
             slots: slots.clone(),
             clock: options.clock.clone(),
             node: options.node.clone(),
@@ -285,17 +333,15 @@ impl Host {
         {
             tracing::error!(error = %e, "new and changed components will only be loaded at the next start");
         }
-        for e in crashed {
-            if let Some(s) = loader.send(GetSupervisor { name: e.job_name.clone() }).await? {
-                s.do_send(RetryCrashed {
-                    id: e.id,
-                    scheduled_for: e.scheduled_for,
-                    attempt: e.attempt,
-                    parent: e.parent_id,
-                    args: e.args,
-                });
-            }
-        }
+        crate::lease::retry_crashed(&loader, crashed).await;
+        let lease_task = crate::lease::spawn(crate::lease::LeaseSetup {
+            store: store.clone(),
+            repo: repo.clone(),
+            loader: loader.clone(),
+            node: options.node.clone(),
+            lease,
+            sweep: options.schedule && store.is_postgres(),
+        });
         Ok(Host {
             store,
             repo,
@@ -310,6 +356,7 @@ impl Host {
             slots,
             events,
             lock: Arc::new(std::sync::Mutex::new(lock)),
+            lease_task: Arc::new(std::sync::Mutex::new(Some(lease_task))),
         })
     }
 
@@ -557,6 +604,12 @@ impl Host {
             tracing::error!(running = ?running, "executions did not stop after cancellation; the next host marks them crashed");
         }
         report.abandoned = running;
+        if let Some(stop) = self.lease_task.lock().ok().and_then(|mut t| t.take()) {
+            let _ = stop.send(());
+        }
+        if let Err(e) = self.store.unregister_host(&self.node).await {
+            tracing::warn!(error = %e, "cannot remove this host from the hosts table");
+        }
         self.store.close().await;
         if let Ok(mut lock) = self.lock.lock() {
             lock.take();

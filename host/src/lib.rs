@@ -39,6 +39,7 @@ pub mod demo;
 pub mod embedding {}
 pub mod events;
 pub mod host;
+pub mod lease;
 pub mod metrics;
 pub mod model;
 pub mod notify;

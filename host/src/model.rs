@@ -644,7 +644,8 @@ pub struct RunReport {
 pub const MAX_ITEM_PROBLEMS: usize = 1000;
 
 impl RunReport {
-    pub(crate) fn new(status: ExecutionStatus) -> Self {
+    /// A report with `status` and nothing else (no items, no logs).
+    pub fn new(status: ExecutionStatus) -> Self {
         RunReport {
             status,
             error_class: None,
@@ -738,4 +739,20 @@ mod tests {
         assert_eq!(a, list(&["127.0.0.1:8123", "api.example.com"]));
         assert_eq!(a.to_string(), r#"["127.0.0.1:8123", "api.example.com"]"#);
     }
+}
+
+/// A host sharing the database, as its lease row shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostRecord {
+    /// `hostname:pid`, the name in its execution rows.
+    pub node: String,
+    /// Sundial's version on that host.
+    pub version: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub heartbeat_at: DateTime<Utc>,
+    /// Until when its lease holds without another heartbeat; after that its
+    /// executions are taken for crashed and its writes refused.
+    pub lease_expires_at: DateTime<Utc>,
 }

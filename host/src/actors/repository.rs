@@ -269,10 +269,11 @@ repo_message!(
 );
 
 repo_message!(
-    /// Sent at start: executions a dead host left running become `crashed`;
-    /// replies with them.
-    MarkCrashed {} -> Vec<ExecutionRecord>,
-    |store, msg| store.mark_crashed().await
+    /// Sent at start (and, on Postgres, after each heartbeat): executions a
+    /// dead host left running become `crashed`; replies with them. `own` is
+    /// this host, whose executions are never taken.
+    MarkCrashed { own: String } -> Vec<ExecutionRecord>,
+    |store, msg| store.mark_crashed(&msg.own).await
 );
 
 repo_message!(

@@ -313,9 +313,28 @@ async fn status_json(state: &ApiState) -> Result<Value, ApiError> {
     };
     next.sort();
     let next_fires: Vec<_> = next.iter().take(NEXT_FIRES).map(|(at, job)| json!({"job": job, "at": at})).collect();
+    let hosts: Vec<_> = host
+        .store
+        .live_hosts()
+        .await?
+        .into_iter()
+        .map(|h| {
+            let this = h.node == host.node;
+            json!({
+                "node": h.node,
+                "version": h.version,
+                "started_at": h.started_at,
+                "heartbeat_at": h.heartbeat_at,
+                "lease_expires_at": h.lease_expires_at,
+                "this": this,
+            })
+        })
+        .collect();
     Ok(json!({
         "version": VERSION,
         "node": host.node,
+        "backend": if host.store.is_postgres() { "postgres" } else { "sqlite" },
+        "hosts": hosts,
         "enabled": enabled,
         "scheduling": host.scheduler.is_some(),
         "jobs": jobs.len(),

@@ -30,6 +30,9 @@
 //!   per-job HTTP allowlist.
 //! - `python`: the `cleanup` job written in Python (componentize-py), next
 //!   to the Rust one.
+//! - `postgres`: Sundial's tables on Postgres (the server in
+//!   `SUNDIAL_TEST_POSTGRES_URL`) and several hosts sharing them: exactly once
+//!   per instant, crashed and fenced hosts.
 //! - `state`: key-value state: kept across executions, versions and restarts,
 //!   the grant, dry runs, limits, item jobs.
 
@@ -54,6 +57,7 @@ mod jobs_weekly;
 mod limits;
 mod notify;
 mod otlp;
+mod postgres;
 mod python;
 mod reload;
 mod resume;

@@ -1,0 +1,469 @@
+//! Sundial's tables on Postgres, and several hosts sharing them: the store
+//! behaves as on SQLite, each scheduled instant fires once across hosts, and
+//! a host that dies (`kill -9`) or stalls past its lease (`SIGSTOP`) has its
+//! executions marked crashed by another, its late outcome refused.
+//!
+//! The server is the one `SUNDIAL_TEST_POSTGRES_URL` names (CI sets it;
+//! default `postgres://postgres@127.0.0.1:5432/test`); every test works in a
+//! database of its own, created here and dropped at the end.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::Connection;
+use sundial::config::Config;
+use sundial::host::Host;
+use sundial::model::{ExecutionStatus, JobInfo, JobKind, RunArgs, RunReport, ScheduleSource, Trigger};
+use sundial::runtime::{NativeContext, NativeError, NativeJob, NativeOutcome};
+use sundial::store::{JobDefinition, NewExecution, Store};
+
+use crate::helpers::*;
+
+/// The server's URL.
+fn server_url() -> String {
+    std::env::var("SUNDIAL_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A database of the test's own, dropped when this is dropped.
+struct PgDatabase {
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn new() -> PgDatabase {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let server = server_url();
+        let name = format!("sundial_t{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("these tests need Postgres at {server} (SUNDIAL_TEST_POSTGRES_URL): {e}"));
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+        admin.close().await.unwrap();
+        let (base, _) = server.rsplit_once('/').unwrap();
+        PgDatabase { url: format!("{base}/{name}"), name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Blocking, outside any runtime: connections still open are ended.
+        let (server, name) = (server_url(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&server).await {
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn definition(name: &str, digest: &str) -> JobDefinition {
+    JobDefinition {
+        name: name.into(),
+        description: "a job".into(),
+        kind: JobKind::Single,
+        schedule: "0 * * * *".into(),
+        timezone: "UTC".into(),
+        enabled: None,
+        digest: digest.into(),
+        component: Some(digest.as_bytes().to_vec().into()),
+    }
+}
+
+fn fire(job: sundial::model::JobId, at: DateTime<Utc>, node: &str) -> NewExecution {
+    NewExecution {
+        job_id: job,
+        trigger: Trigger::Schedule,
+        scheduled_for: at,
+        attempt: 1,
+        parent_id: None,
+        status: ExecutionStatus::Running,
+        digest: Some("d1".into()),
+        version: Some(1),
+        node: node.into(),
+        args: RunArgs::default(),
+        skip: None,
+    }
+}
+
+/// What a user sees of a store after the same operations: everything but
+/// ids and wall-clock stamps.
+async fn exercise(store: &Store) -> Vec<String> {
+    let mut seen = Vec::new();
+    let a = store.upsert_job(&definition("alpha", "d1")).await.unwrap();
+    let again = store.upsert_job(&definition("alpha", "d1")).await.unwrap();
+    let v2 = store.upsert_job(&definition("alpha", "d2")).await.unwrap();
+    seen.push(format!("versions {:?} {:?} {:?}", a.component_version, again.component_version, v2.component_version));
+    let versions = store.job_versions(a.id, 10).await.unwrap();
+    seen.push(format!(
+        "history {:?}",
+        versions.iter().map(|v| (v.version, v.digest.clone(), v.kept)).collect::<Vec<_>>()
+    ));
+    assert_eq!(store.version_component(a.id, 1).await.unwrap().as_deref(), Some(&b"d1"[..]));
+
+    let s = store.set_schedule("alpha", "*/5 * * * *", "Asia/Tokyo", ScheduleSource::Api).await.unwrap();
+    seen.push(format!("schedule {} {} {:?}", s.schedule, s.timezone, s.schedule_source));
+    seen.push(format!("unknown {:?}", store.set_job_enabled("nope", false).await.err().map(|e| e.to_string())));
+    store.set_job_enabled("alpha", false).await.unwrap();
+    store.set_global_enabled(false).await.unwrap();
+    seen.push(format!(
+        "switches {} {}",
+        store.get_job("alpha").await.unwrap().unwrap().enabled,
+        store.global_enabled().await.unwrap()
+    ));
+
+    let at = t("2026-03-08T07:00:00Z");
+    let ids = store.create_executions(vec![fire(a.id, at, "me"), fire(a.id, at, "other")]).await.unwrap();
+    seen.push(format!("one per instant {:?}", ids.iter().map(Option::is_some).collect::<Vec<_>>()));
+    let first = ids[0].unwrap();
+    store.advance_schedule(a.id, at, Some(t("2026-03-08T08:00:00Z")), 3).await.unwrap();
+    // An older instant does not move the series back, nor count twice.
+    store.advance_schedule(a.id, t("2026-03-08T06:00:00Z"), Some(t("2026-03-08T08:00:00Z")), 3).await.unwrap();
+    let j = store.get_job("alpha").await.unwrap().unwrap();
+    seen.push(format!("advanced {:?} {:?} {}", j.last_scheduled_for, j.next_run_at, j.missed_fires));
+
+    store.update_progress(first, [10, 4, 1, 0]).await.unwrap();
+    store.flag_overrun(first).await.unwrap();
+    let e = store.get_execution(first).await.unwrap().unwrap();
+    seen.push(format!("running {} {} {} {}", e.status, e.items_total, e.items_ok, e.overrun));
+
+    let mut report = RunReport::new(ExecutionStatus::Partial);
+    report.items_total = 3;
+    report.items_ok = 1;
+    report.items_failed = 1;
+    report.items_skipped = 1;
+    report.problems = vec![
+        sundial::model::ItemProblem {
+            key: "u2".into(),
+            class: sundial::model::ErrorClass::Fatal,
+            message: "boom".into(),
+        },
+        sundial::model::ItemProblem {
+            key: "u3".into(),
+            class: sundial::model::ErrorClass::Skip,
+            message: "few".into(),
+        },
+    ];
+    report.logs = "line\n".into();
+    store.finish_execution(first, &report).await.unwrap();
+    let e = store.get_execution(first).await.unwrap().unwrap();
+    seen.push(format!("finished {} {} {:?} {}", e.status, e.items_failed, e.logs, e.finished_at.is_some()));
+    seen.push(format!("items {:?}", store.execution_items(first).await.unwrap()));
+
+    // Queued ahead of its instant, then running; a second host's leftovers crash.
+    let mut queued = fire(a.id, t("2026-03-08T08:00:00Z"), "me");
+    queued.status = ExecutionStatus::Queued;
+    let q = store.create_execution(&queued).await.unwrap().unwrap();
+    store.mark_running(vec![q]).await.unwrap();
+    let dead = store.create_execution(&fire(a.id, t("2026-03-08T09:00:00Z"), "dead-host")).await.unwrap().unwrap();
+    seen.push(format!("active {}", store.active_executions().await.unwrap().len()));
+    let crashed = store.mark_crashed("me").await.unwrap();
+    seen.push(format!("crashed {:?}", crashed.iter().map(|e| (e.id == dead, e.status)).collect::<Vec<_>>()));
+    let listed = store.list_executions("alpha", 2, None).await.unwrap();
+    seen.push(format!("newest {:?}", listed.iter().map(|e| e.status).collect::<Vec<_>>()));
+    let older = store.list_executions("alpha", 10, Some(q)).await.unwrap();
+    seen.push(format!("older {:?}", older.iter().map(|e| e.id == first).collect::<Vec<_>>()));
+    seen.push(format!("last {:?}", store.last_executions(None).await.unwrap().iter().map(|l| l.2).collect::<Vec<_>>()));
+
+    store.register_host("me", "0.0.0", Duration::from_secs(30)).await.unwrap();
+    assert!(store.heartbeat("me", Duration::from_secs(30)).await.unwrap());
+    seen.push(format!(
+        "hosts {:?}",
+        store.live_hosts().await.unwrap().iter().map(|h| h.node.clone()).collect::<Vec<_>>()
+    ));
+    store.unregister_host("me").await.unwrap();
+    seen.push(format!("lease gone {}", store.heartbeat("me", Duration::from_secs(30)).await.unwrap()));
+    seen
+}
+
+/// Every store operation gives what a user sees on SQLite, on Postgres too.
+#[actix_rt::test]
+async fn the_store_behaves_the_same_on_postgres_and_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await.unwrap();
+    let on_sqlite = exercise(&sqlite).await;
+    sqlite.close().await;
+
+    let db = PgDatabase::new().await;
+    let pg = Store::open(&db.url).await.unwrap();
+    assert!(pg.is_postgres());
+    let on_pg = exercise(&pg).await;
+    pg.close().await;
+    // A second open migrates nothing and keeps the rows.
+    let pg = Store::open(&db.url).await.unwrap();
+    assert_eq!(pg.list_jobs().await.unwrap().len(), 1);
+    pg.close().await;
+
+    for (s, p) in on_sqlite.iter().zip(&on_pg) {
+        assert_eq!(s, p, "SQLite and Postgres differ");
+    }
+    assert_eq!(on_sqlite.len(), on_pg.len());
+    // And the figures are the expected ones, not merely equal.
+    assert!(on_pg.contains(&"versions Some(1) Some(1) Some(2)".to_string()), "{on_pg:#?}");
+    assert!(on_pg.contains(&"one per instant [true, false]".to_string()), "{on_pg:#?}");
+    assert!(
+        on_pg.iter().any(|l| l.starts_with("advanced Some(2026-03-08T07:00:00Z) Some(2026-03-08T08:00:00Z) 3")),
+        "{on_pg:#?}"
+    );
+    assert!(on_pg.contains(&"crashed [(true, Crashed)]".to_string()), "{on_pg:#?}");
+    assert!(on_pg.contains(&"lease gone false".to_string()), "{on_pg:#?}");
+}
+
+/// A bad URL or a server that is not there: a clear error, no password in it.
+#[actix_rt::test]
+async fn an_unreachable_database_is_a_clear_error_without_its_password() {
+    let err = Store::open("postgres://sundial:s3cret@127.0.0.1:1/nowhere").await.unwrap_err().to_string();
+    assert!(err.contains("cannot open database"), "{err}");
+    assert!(err.contains("127.0.0.1:1/nowhere"), "{err}");
+    assert!(!err.contains("s3cret"), "the password leaked: {err}");
+}
+
+/// A native job that records nothing and takes a moment.
+struct Tick(String);
+
+impl NativeJob for Tick {
+    fn info(&self) -> JobInfo {
+        JobInfo {
+            name: self.0.clone(),
+            description: "fires every second".into(),
+            kind: JobKind::Single,
+            default_schedule: "* * * * * *".into(),
+            default_timezone: "UTC".into(),
+            capabilities: vec![],
+        }
+    }
+
+    fn run(&self, _ctx: &mut NativeContext<'_>) -> Result<NativeOutcome, NativeError> {
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(NativeOutcome { changed: 0, message: None })
+    }
+}
+
+/// Another scheduling host on the same database, with a lease of 3 s and no jobs.
+async fn survivor(db: &PgDatabase, dir: &std::path::Path) -> Host {
+    std::fs::create_dir(dir.join("jobs")).unwrap();
+    host_with(db, dir, "survivor", Config { lease_secs: Some(3), ..Config::default() }, 0).await
+}
+
+async fn tick_host(db: &PgDatabase, dir: &std::path::Path, node: &str, jobs: usize) -> Host {
+    host_with(db, dir, node, Config::default(), jobs).await
+}
+
+/// A scheduling host on `db` with `jobs` [`Tick`] jobs.
+async fn host_with(db: &PgDatabase, dir: &std::path::Path, node: &str, config: Config, jobs: usize) -> Host {
+    let mut builder = Host::builder()
+        .config(config)
+        .database_url(&db.url)
+        .jobs_dir(dir.join("jobs"))
+        .cache_dir(dir.join("cache"))
+        .node_name(node);
+    for i in 0..jobs {
+        builder = builder.native_job(Tick(format!("tick-{i:02}")));
+    }
+    builder.start().await.unwrap()
+}
+
+/// Two hosts on one Postgres database, 20 jobs firing every second: each
+/// instant of each job runs exactly once, with no instant missed, and both
+/// hosts take a share.
+#[actix_rt::test]
+async fn two_hosts_run_each_scheduled_instant_exactly_once() {
+    const JOBS: usize = 20;
+    let db = PgDatabase::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("jobs")).unwrap();
+    let a = tick_host(&db, dir.path(), "host-a", JOBS).await;
+    let b = tick_host(&db, dir.path(), "host-b", JOBS).await;
+    let started = Utc::now();
+    actix_rt::time::sleep(Duration::from_secs(12)).await;
+    let stopped = Utc::now();
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+
+    let store = Store::open(&db.url).await.unwrap();
+    let mut nodes = BTreeSet::new();
+    for i in 0..JOBS {
+        let job = format!("tick-{i:02}");
+        let runs = store.list_executions(&job, 200, None).await.unwrap();
+        let mut per_instant: BTreeMap<DateTime<Utc>, usize> = BTreeMap::new();
+        for e in &runs {
+            assert_eq!(e.trigger, Trigger::Schedule, "{job}: {e:?}");
+            assert_eq!(e.status, ExecutionStatus::Succeeded, "{job}: {e:?}");
+            *per_instant.entry(e.scheduled_for).or_default() += 1;
+            nodes.insert(e.node.clone().unwrap());
+        }
+        let twice: Vec<_> = per_instant.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "{job}: instants run more than once: {twice:?}");
+        // Every second between the hosts' start and stop, none skipped.
+        let first = *per_instant.keys().next().unwrap();
+        let last = *per_instant.keys().last().unwrap();
+        assert!(first <= started + chrono::TimeDelta::seconds(3), "{job}: first fire {first}, started {started}");
+        assert!(last >= stopped - chrono::TimeDelta::seconds(3), "{job}: last fire {last}, stopped {stopped}");
+        let expected = (last - first).num_seconds() + 1;
+        assert_eq!(per_instant.len() as i64, expected, "{job}: {} runs from {first} to {last}", per_instant.len());
+    }
+    assert_eq!(nodes, BTreeSet::from(["host-a".to_string(), "host-b".to_string()]), "both hosts take a share");
+    assert!(store.live_hosts().await.unwrap().is_empty(), "hosts leave the table when they stop");
+    store.close().await;
+}
+
+/// A process killed if the test fails.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0.id().to_string()]).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An environment whose Sundial tables are on `db` (lease of 3 s) and whose
+/// application database is a SQLite file with `users` and `visits`.
+fn slow_items_env(db: &PgDatabase, users: i64) -> Env {
+    let env = Env::new(&["slow-items"]);
+    let config = format!(
+        r#"database = "{}"
+app_database = "sqlite://app.db"
+jobs_dir = "jobs"
+lease_secs = 3
+[jobs.slow-items]
+database = "read-write"
+args = {{ delay_ms = "20" }}
+"#,
+        db.url
+    );
+    std::fs::write(env.path().join("sundial.toml"), config).unwrap();
+    crate::fixtures::users_and_visits(&env.path().join("app.db"), users);
+    env
+}
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn only_execution(store: &Store) -> sundial::model::ExecutionRecord {
+    let runs = store.list_executions("slow-items", 10, None).await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs.into_iter().next().unwrap()
+}
+
+/// `kill -9` of a host in the middle of a run: once its lease runs out, a
+/// scheduling host on the same database marks the execution crashed, naming
+/// the dead host.
+#[actix_rt::test]
+async fn a_host_killed_mid_run_has_its_execution_marked_crashed_by_another() {
+    let db = PgDatabase::new().await;
+    let env = slow_items_env(&db, 400);
+    let mut run = Process(sundial_command(env.path()).args(["run", "slow-items"]).spawn().unwrap());
+    let store = Store::open(&db.url).await.unwrap();
+    wait_until("the run to start", Duration::from_secs(60), || async {
+        store.list_executions("slow-items", 1, None).await.unwrap().first().is_some_and(|e| e.items_ok > 0)
+    })
+    .await;
+    run.0.kill().unwrap();
+    run.0.wait().unwrap();
+    let killed_at = Instant::now();
+    let e = only_execution(&store).await;
+    assert_eq!(e.status, ExecutionStatus::Running);
+    let dead = e.node.clone().unwrap();
+
+    let other = tempfile::tempdir().unwrap();
+    let host = survivor(&db, other.path()).await;
+    wait_until("the execution to be marked crashed", Duration::from_secs(20), || async {
+        only_execution(&store).await.status == ExecutionStatus::Crashed
+    })
+    .await;
+    // Not before the dead host's lease (3 s from its last heartbeat) ran out.
+    assert!(killed_at.elapsed() >= Duration::from_secs(1), "marked crashed {:?} after the kill", killed_at.elapsed());
+    let e = only_execution(&store).await;
+    assert!(e.error_message.as_deref().unwrap_or("").contains(&dead), "{:?}", e.error_message);
+    assert!(e.finished_at.is_some());
+    host.stop().await;
+    store.close().await;
+}
+
+/// A host paused (`SIGSTOP`) past its lease: another host marks its
+/// execution crashed; resumed (`SIGCONT`), the paused host learns it lost its
+/// lease, stops its guest, and its outcome is refused: the row stays crashed
+/// and no second outcome is recorded.
+#[actix_rt::test]
+async fn a_host_paused_past_its_lease_is_fenced_off() {
+    let db = PgDatabase::new().await;
+    let env = slow_items_env(&db, 300);
+    let run = Process(sundial_command(env.path()).args(["run", "slow-items"]).spawn().unwrap());
+    let store = Store::open(&db.url).await.unwrap();
+    wait_until("the run to start", Duration::from_secs(60), || async {
+        store.list_executions("slow-items", 1, None).await.unwrap().first().is_some_and(|e| e.items_ok > 0)
+    })
+    .await;
+    let pid = run.0.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+
+    let other = tempfile::tempdir().unwrap();
+    let host = survivor(&db, other.path()).await;
+    wait_until("the paused host's execution to be marked crashed", Duration::from_secs(20), || async {
+        only_execution(&store).await.status == ExecutionStatus::Crashed
+    })
+    .await;
+    let crashed = only_execution(&store).await;
+
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let mut run = run;
+    let status = run.0.wait().unwrap();
+    assert!(!status.success(), "the fenced run must not report success");
+    let after = only_execution(&store).await;
+    assert_eq!(after.status, ExecutionStatus::Crashed, "the late outcome overwrote the row: {after:?}");
+    assert_eq!(after.finished_at, crashed.finished_at);
+    assert_eq!(after.error_message, crashed.error_message);
+    host.stop().await;
+    store.close().await;
+}
+
+/// The status over HTTP lists the live hosts sharing the Postgres database
+/// (a second host is welcome there, unlike on SQLite); a host that stops
+/// leaves the list.
+#[actix_rt::test]
+async fn the_status_lists_the_live_hosts() {
+    let db = PgDatabase::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("jobs")).unwrap();
+    let a = tick_host(&db, dir.path(), "host-a", 0).await;
+    let b = tick_host(&db, dir.path(), "host-b", 0).await;
+    let api = crate::api::Api::serve(a, "127.0.0.1:0").await;
+    let status = api.get("/api/scheduler/status").await;
+    assert_eq!(status["backend"], "postgres");
+    assert_eq!(status["node"], "host-a");
+    let hosts = status["hosts"].as_array().unwrap();
+    let seen: Vec<(&str, bool)> =
+        hosts.iter().map(|h| (h["node"].as_str().unwrap(), h["this"].as_bool().unwrap())).collect();
+    assert_eq!(seen, [("host-a", true), ("host-b", false)]);
+    for h in hosts {
+        let beat: DateTime<Utc> = h["heartbeat_at"].as_str().unwrap().parse().unwrap();
+        let until: DateTime<Utc> = h["lease_expires_at"].as_str().unwrap().parse().unwrap();
+        assert_eq!((until - beat).num_seconds(), 15, "the default lease: {h}");
+        assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    }
+    b.stop().await;
+    let status = api.get("/api/scheduler/status").await;
+    let nodes: Vec<&str> = status["hosts"].as_array().unwrap().iter().map(|h| h["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes, ["host-a"]);
+    api.stop().await;
+}
