@@ -43,9 +43,6 @@ pub enum HostError {
     /// The application database URL is invalid.
     #[error(transparent)]
     AppDb(#[from] crate::store::appdb::AppDbOpenError),
-    /// The configuration cannot be used as it is.
-    #[error("{0}")]
-    Config(String),
     /// Another scheduling host runs on the same SQLite database.
     #[error(transparent)]
     HostLock(#[from] crate::store::host_lock::HostLockError),
@@ -239,45 +236,9 @@ impl Host {
             tracing::warn!(count = crashed.len(), "executions left running by a host that died marked crashed");
         }
         let app_url = options.app_database_url();
-        // The application database is a SQLite file; a host whose own tables
-        // are on Postgres has none unless `app_database` names one.
-        let app_db = if crate::store::is_postgres_url(&app_url) {
-            if options.config.app_database.is_some() {
-                return Err(HostError::Config(format!(
-                    "app_database {}: the application database must be a SQLite file (sqlite://…); \
-                     Postgres is supported for Sundial's own tables (`database`) only",
-                    crate::store::redact_url(&app_url)
-                )));
-            }
-            tracing::warn!(
-                "Sundial's tables are on Postgres and no app_database is set: jobs granted `database` \
-                 get an error from every query (set app_database = \"sqlite://…\")"
-            );
-            None
-        } else {
-            Some(AppDb::open(&app_url)?)
-        };
-        // Jobs' key-value state lives in Sundial's database (migrated above)
-        // when that is a SQLite file.
-        let state_db = if store.is_postgres() {
-            let granted: Vec<&str> = options
-                .config
-                .jobs
-                .iter()
-                .filter(|(_, j)| j.state == Some(true))
-                .map(|(name, _)| name.as_str())
-                .collect();
-            if !granted.is_empty() {
-                tracing::warn!(
-                    jobs = ?granted,
-                    "key-value state is kept in Sundial's database only when that is a SQLite file; \
-                     on Postgres these jobs' state calls fail"
-                );
-            }
-            None
-        } else {
-            Some(crate::store::state::StateDb::open(&options.database_url(), app_db.as_ref().map(|a| a.path()))?)
-        };
+        let app_db = AppDb::open(&app_url)?;
+        // Jobs' key-value state lives in Sundial's database (migrated above).
+        let state_db = crate::store::state::StateDb::open(&options.database_url(), app_db.path())?;
         let settings = crate::runtime::EngineSettings::with_fuel(options.config.meters_fuel());
         let runtime = Runtime::with_settings(options.clock.clone(), Some(&options.cache_dir()), settings)?;
         let scheduler = if options.schedule {
@@ -299,7 +260,7 @@ impl Host {
         }
         let mut native = options.native_jobs.clone();
         if options.config.jobs.contains_key("backup") && !native.iter().any(|n| n.info().name == "backup") {
-            let mut files: Vec<PathBuf> = app_db.iter().map(|a| a.path().to_path_buf()).collect();
+            let mut files: Vec<PathBuf> = app_db.path().map(|p| p.to_path_buf()).into_iter().collect();
             if let Ok(own) = crate::store::appdb::sqlite_path(&options.database_url()) {
                 files.insert(0, own);
             }
@@ -318,8 +279,8 @@ impl Host {
             runtime: runtime.clone(),
             repo: repo.clone(),
             scheduler: scheduler.clone(),
-            app_db,
-            state_db,
+            app_db: Some(app_db),
+            state_db: Some(state_db),
             slots: slots.clone(),
             clock: options.clock.clone(),
             node: options.node.clone(),

@@ -42,8 +42,8 @@ const CREATE_CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS sundial_item_checkp
     run_key TEXT NOT NULL,
     cursor TEXT,
     last_key TEXT,
-    done INTEGER NOT NULL,
-    execution_id INTEGER NOT NULL,
+    done BIGINT NOT NULL,
+    execution_id BIGINT NOT NULL,
     PRIMARY KEY (job, run_key)
 )";
 

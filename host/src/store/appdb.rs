@@ -1,5 +1,6 @@
 //! The application database that jobs read and write through the `database`
-//! capability.
+//! capability: a SQLite file, or a Postgres database
+//! ([`appdb_pg`](super::appdb_pg)).
 //!
 //! Guests send SQL with `$1`-style placeholders and typed values; rows come back
 //! as typed values. One [`AppSession`] per execution holds at most one
@@ -16,12 +17,14 @@
 //! statement runs, so a runaway query stops at the execution's deadline.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::appdb_pg::{PgConn, Watch};
 
 use crate::model::DbAccess;
 
@@ -150,7 +153,7 @@ impl From<rusqlite::Error> for AppDbError {
 #[derive(Debug, thiserror::Error)]
 pub enum AppDbOpenError {
     /// Not a SQLite URL or path.
-    #[error("unsupported application database url {0:?} (expected sqlite://path)")]
+    #[error("unsupported application database url {0:?} (expected sqlite://path or postgres://…)")]
     Url(String),
     /// SQLite refused to open or configure it.
     #[error("cannot open the application database {path}")]
@@ -199,44 +202,81 @@ pub struct AppDb {
     inner: Arc<Inner>,
 }
 
+/// Where the database is.
+enum Kind {
+    Sqlite(PathBuf),
+    Postgres(Box<postgres::Config>),
+}
+
 struct Inner {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    kind: Kind,
+    idle: Mutex<Vec<Conn>>,
+}
+
+/// One connection of either kind.
+enum Conn {
+    Sqlite(Connection),
+    Postgres(PgConn),
 }
 
 impl std::fmt::Debug for AppDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppDb").field("path", &self.inner.path).finish_non_exhaustive()
+        match &self.inner.kind {
+            Kind::Sqlite(path) => f.debug_struct("AppDb").field("path", path).finish_non_exhaustive(),
+            Kind::Postgres(c) => f.debug_struct("AppDb").field("postgres", &c.get_dbname()).finish_non_exhaustive(),
+        }
     }
 }
 
 impl AppDb {
-    /// The application database at `url` (`sqlite://path`, created on first
-    /// use if missing). Connections are opened lazily.
+    /// The application database at `url`: `sqlite://path` (created on first
+    /// use if missing) or `postgres://…`. Connections are opened lazily, on
+    /// the worker threads that use them.
     pub fn open(url: &str) -> Result<AppDb, AppDbOpenError> {
-        let path = sqlite_path(url)?;
-        Ok(AppDb { inner: Arc::new(Inner { path, idle: Mutex::new(Vec::new()) }) })
+        let kind = if super::is_postgres_url(url) {
+            let config = url.parse::<postgres::Config>().map_err(|_| AppDbOpenError::Url(super::redact_url(url)))?;
+            Kind::Postgres(Box::new(config))
+        } else {
+            Kind::Sqlite(sqlite_path(url)?)
+        };
+        Ok(AppDb { inner: Arc::new(Inner { kind, idle: Mutex::new(Vec::new()) }) })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// The database file (`None` on Postgres).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.inner.kind {
+            Kind::Sqlite(path) => Some(path),
+            Kind::Postgres(_) => None,
+        }
     }
 
     /// A session for one execution with the given grant.
     pub fn session(&self, access: DbAccess) -> AppSession {
-        AppSession { db: self.clone(), access, conn: None, tx: TxState::None, interrupt: None }
-    }
-
-    fn acquire(&self) -> Result<Connection, AppDbError> {
-        let reused = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
-        match reused {
-            Some(c) => Ok(c),
-            None => connect(&self.inner.path).map_err(|e| AppDbError::Other(format!("{:#}", anyhow::Error::new(e)))),
+        AppSession {
+            db: self.clone(),
+            access,
+            conn: None,
+            tx: TxState::None,
+            interrupt: None,
+            watch: None,
+            interrupted: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    fn release(&self, conn: Connection) {
+    fn acquire(&self) -> Result<Conn, AppDbError> {
+        let reused = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
+        if let Some(c) = reused {
+            return Ok(c);
+        }
+        match &self.inner.kind {
+            Kind::Sqlite(path) => {
+                connect(path).map(Conn::Sqlite).map_err(|e| AppDbError::Other(format!("{:#}", anyhow::Error::new(e))))
+            }
+            Kind::Postgres(config) => PgConn::connect(config).map(Conn::Postgres),
+        }
+    }
+
+    fn release(&self, conn: Conn) {
         if let Ok(mut idle) = self.inner.idle.lock()
             && idle.len() < MAX_IDLE
         {
@@ -259,9 +299,13 @@ type InterruptCheck = Box<dyn FnMut() -> bool + Send + 'static>;
 pub struct AppSession {
     db: AppDb,
     access: DbAccess,
-    conn: Option<Connection>,
+    conn: Option<Conn>,
     tx: TxState,
     interrupt: Option<InterruptCheck>,
+    /// On Postgres: the watcher polling `interrupt` while the session lives.
+    watch: Option<Watch>,
+    /// On Postgres: set once the interrupt check said stop.
+    interrupted: Arc<AtomicBool>,
 }
 
 impl AppSession {
@@ -274,34 +318,59 @@ impl AppSession {
     /// [`AppDbError::Interrupted`].
     pub fn interrupt_when(&mut self, check: impl FnMut() -> bool + Send + 'static) {
         self.interrupt = Some(Box::new(check));
-        if let Some(conn) = self.conn.as_ref() {
-            conn.progress_handler(INTERRUPT_CHECK_STEPS, self.interrupt.take());
+        if self.conn.is_some() {
+            self.arm_interrupt();
         }
     }
 
-    fn conn(&mut self) -> Result<&mut Connection, AppDbError> {
+    /// Hands the interrupt check to the connection: SQLite polls it while a
+    /// statement runs; on Postgres a watcher polls it.
+    fn arm_interrupt(&mut self) {
+        let Some(check) = self.interrupt.take() else { return };
+        match &self.conn {
+            Some(Conn::Sqlite(c)) => c.progress_handler(INTERRUPT_CHECK_STEPS, Some(check)),
+            Some(Conn::Postgres(c)) => self.watch = Some(c.watch(check, self.interrupted.clone())),
+            None => self.interrupt = Some(check),
+        }
+    }
+
+    fn conn(&mut self) -> Result<&mut Conn, AppDbError> {
         if self.access == DbAccess::None {
             return Err(AppDbError::Denied(
                 "this job has no database grant (set `database = \"read-only\"` or \"read-write\" for it in sundial.toml)"
                     .into(),
             ));
         }
+        if self.interrupted.load(Ordering::SeqCst) {
+            return Err(AppDbError::Interrupted);
+        }
         if self.conn.is_none() {
-            let conn = self.db.acquire()?;
-            let query_only = if self.access == DbAccess::ReadOnly { "ON" } else { "OFF" };
-            conn.execute_batch(&format!("PRAGMA query_only = {query_only}"))?;
-            if let Some(check) = self.interrupt.take() {
-                conn.progress_handler(INTERRUPT_CHECK_STEPS, Some(check));
+            let read_only = self.access == DbAccess::ReadOnly;
+            let mut conn = self.db.acquire()?;
+            match &mut conn {
+                Conn::Sqlite(c) => {
+                    c.execute_batch(if read_only { "PRAGMA query_only = ON" } else { "PRAGMA query_only = OFF" })?
+                }
+                Conn::Postgres(c) => c.batch(if read_only {
+                    "SET default_transaction_read_only = on"
+                } else {
+                    "SET default_transaction_read_only = off"
+                })?,
             }
             self.conn = Some(conn);
+            self.arm_interrupt();
         }
         self.conn.as_mut().ok_or_else(|| AppDbError::Other("no connection".into()))
     }
 
     fn exec_control(&mut self, sql: &str) -> Result<(), AppDbError> {
-        let conn = self.conn()?;
-        conn.prepare_cached(sql)?.execute([])?;
-        Ok(())
+        match self.conn()? {
+            Conn::Sqlite(c) => {
+                c.prepare_cached(sql)?.execute([])?;
+                Ok(())
+            }
+            Conn::Postgres(c) => c.batch(sql),
+        }
     }
 
     /// Starts a transaction (no-op if one is open).
@@ -311,7 +380,10 @@ impl AppSession {
         }
         // IMMEDIATE takes the write lock up front, so a busy database fails here,
         // before the item did any work, rather than half-way through it.
-        if self.access == DbAccess::ReadWrite {
+        // (Postgres has no such lock: rows are locked as they are written.)
+        if matches!(self.db.inner.kind, Kind::Postgres(_)) {
+            self.exec_control("BEGIN")?;
+        } else if self.access == DbAccess::ReadWrite {
             take_write_lock(true, || self.exec_control("BEGIN IMMEDIATE"))?;
         } else {
             self.exec_control("BEGIN")?;
@@ -329,7 +401,7 @@ impl AppSession {
     /// read-write session whose connection is inside a transaction (the
     /// host's, or one the guest began itself).
     pub fn may_hold_write_lock(&self) -> bool {
-        self.access == DbAccess::ReadWrite && self.conn.as_ref().is_some_and(|c| !c.is_autocommit())
+        self.access == DbAccess::ReadWrite && matches!(self.conn.as_ref(), Some(Conn::Sqlite(c)) if !c.is_autocommit())
     }
 
     /// Opens the item savepoint inside the open transaction.
@@ -386,7 +458,10 @@ impl AppSession {
 
     /// Runs a statement returning rows.
     pub fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<SqlRows, AppDbError> {
-        let conn = self.conn()?;
+        let conn = match self.conn()? {
+            Conn::Sqlite(c) => c,
+            Conn::Postgres(c) => return c.query(sql, params),
+        };
         let mut stmt = conn.prepare_cached(sql)?;
         bind_all(&mut stmt, params)?;
         let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
@@ -408,7 +483,10 @@ impl AppSession {
         if self.access == DbAccess::ReadOnly {
             return Err(AppDbError::Denied("this job has read-only database access".into()));
         }
-        let conn = self.conn()?;
+        let conn = match self.conn()? {
+            Conn::Sqlite(c) => c,
+            Conn::Postgres(c) => return c.execute(sql, params),
+        };
         let mut stmt = conn.prepare_cached(sql)?;
         bind_all(&mut stmt, params)?;
         let mut rows = stmt.raw_query();
@@ -421,21 +499,35 @@ impl AppSession {
     /// connection for reuse in its default state.
     pub fn close(mut self) {
         let _ = self.rollback();
-        if let Some(conn) = self.conn.take() {
-            conn.progress_handler(0, None::<fn() -> bool>);
-            let reset = conn.execute_batch("PRAGMA query_only = OFF");
-            // A statement that left a transaction open behind our back, or a
-            // connection that cannot be reset, is not reused.
-            if reset.is_ok() && conn.is_autocommit() {
-                self.db.release(conn);
+        self.watch = None;
+        match self.conn.take() {
+            Some(Conn::Sqlite(conn)) => {
+                conn.progress_handler(0, None::<fn() -> bool>);
+                let reset = conn.execute_batch("PRAGMA query_only = OFF");
+                // A statement that left a transaction open behind our back, or a
+                // connection that cannot be reset, is not reused.
+                if reset.is_ok() && conn.is_autocommit() {
+                    self.db.release(Conn::Sqlite(conn));
+                }
             }
+            Some(Conn::Postgres(mut conn)) => {
+                // Ends a transaction a statement may have left open (a
+                // warning, not an error, when there is none); a cancelled or
+                // broken connection is not reused.
+                let reusable =
+                    !self.interrupted.load(Ordering::SeqCst) && conn.batch("ROLLBACK").is_ok() && conn.is_usable();
+                if reusable {
+                    self.db.release(Conn::Postgres(conn));
+                }
+            }
+            None => {}
         }
     }
 }
 
 impl Drop for AppSession {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(Conn::Sqlite(conn)) = self.conn.take() {
             // Dropped without close (a panic): never reuse it.
             let _ = conn.execute_batch("ROLLBACK");
         }

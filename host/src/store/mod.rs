@@ -9,6 +9,7 @@
 //! lease in table `hosts` (see [`Store::register_host`]).
 
 pub mod appdb;
+mod appdb_pg;
 pub mod host_lock;
 mod hot;
 mod postgres;

@@ -1,6 +1,7 @@
 //! Job-private key-value state (the `state` interface of `sundial:job`),
 //! kept in Sundial's own database (table `job_state`, keyed by job name and
-//! key) so that it survives new versions of a job and host restarts.
+//! key; a SQLite file or Postgres) so that it survives new versions of a job
+//! and host restarts, and is shared by the hosts on one Postgres database.
 //!
 //! Guest calls are synchronous and run on the worker thread of their
 //! execution, like application-database calls: each call is a direct SQLite
@@ -33,7 +34,10 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::appdb::{AppDbError, AppDbOpenError, retry_busy, take_write_lock};
+use rusqlite::types::ValueRef;
+
+use super::appdb::{AppDbError, AppDbOpenError, SqlValue, retry_busy, take_write_lock};
+use super::appdb_pg::PgConn;
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -44,22 +48,39 @@ pub const MAX_KEYS: u64 = 10_000;
 /// Idle connections kept for reuse.
 const MAX_IDLE: usize = 4;
 
-/// Where job state is kept: Sundial's database file (cheap to clone).
+/// Where job state is kept: Sundial's database, a SQLite file or Postgres
+/// (cheap to clone).
 #[derive(Clone)]
 pub struct StateDb {
     inner: Arc<Inner>,
 }
 
+enum Location {
+    Sqlite(PathBuf),
+    Postgres(Box<postgres::Config>),
+}
+
 struct Inner {
-    path: PathBuf,
+    location: Location,
     /// Whether the application database is the same file.
     shares_app_file: bool,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<StateConn>>,
+}
+
+/// A connection of either kind.
+enum StateConn {
+    Sqlite(Connection),
+    Postgres(PgConn),
 }
 
 impl std::fmt::Debug for StateDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateDb").field("path", &self.inner.path).finish_non_exhaustive()
+        match &self.inner.location {
+            Location::Sqlite(path) => f.debug_struct("StateDb").field("path", path).finish_non_exhaustive(),
+            Location::Postgres(c) => {
+                f.debug_struct("StateDb").field("postgres", &c.get_dbname()).finish_non_exhaustive()
+            }
+        }
     }
 }
 
@@ -72,9 +93,17 @@ impl StateDb {
     /// State in Sundial's database at `url` (already migrated); `app_db` is
     /// the application database's file, if any. Connections open lazily.
     pub fn open(url: &str, app_db: Option<&Path>) -> Result<StateDb, AppDbOpenError> {
-        let path = super::appdb::sqlite_path(url)?;
-        let shares_app_file = app_db.is_some_and(|a| canonical(a) == canonical(&path));
-        Ok(StateDb { inner: Arc::new(Inner { path, shares_app_file, idle: Mutex::new(Vec::new()) }) })
+        let (location, shares_app_file) = if super::is_postgres_url(url) {
+            let config = url.parse::<postgres::Config>().map_err(|_| AppDbOpenError::Url(super::redact_url(url)))?;
+            // Postgres locks rows, not the database: no write of the
+            // execution's session blocks a state write.
+            (Location::Postgres(Box::new(config)), false)
+        } else {
+            let path = super::appdb::sqlite_path(url)?;
+            let shares = app_db.is_some_and(|a| canonical(a) == canonical(&path));
+            (Location::Sqlite(path), shares)
+        };
+        Ok(StateDb { inner: Arc::new(Inner { location, shares_app_file, idle: Mutex::new(Vec::new()) }) })
     }
 
     /// One execution's handle on `job`'s state.
@@ -82,25 +111,33 @@ impl StateDb {
         JobState { db: self.clone(), job: job.to_string(), dry_run, conn: None, overlay: BTreeMap::new() }
     }
 
-    fn acquire(&self) -> Result<Connection, StateError> {
+    fn acquire(&self) -> Result<StateConn, StateError> {
         let reused = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
         if let Some(c) = reused {
             return Ok(c);
         }
+        let path = match &self.inner.location {
+            Location::Sqlite(path) => path,
+            Location::Postgres(config) => return Ok(StateConn::Postgres(PgConn::connect(config)?)),
+        };
         // The store made the file, its table and WAL mode already.
         let open = || -> Result<Connection, rusqlite::Error> {
             let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            let conn = Connection::open_with_flags(&self.inner.path, flags)?;
+            let conn = Connection::open_with_flags(path, flags)?;
             conn.busy_handler(Some(retry_busy))?;
             conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
             conn.set_prepared_statement_cache_capacity(16);
             Ok(conn)
         };
-        open().map_err(StateError::from)
+        open().map(StateConn::Sqlite).map_err(StateError::from)
     }
 
-    fn release(&self, conn: Connection) {
-        if conn.is_autocommit()
+    fn release(&self, conn: StateConn) {
+        let reusable = match &conn {
+            StateConn::Sqlite(c) => c.is_autocommit(),
+            StateConn::Postgres(c) => c.is_usable(),
+        };
+        if reusable
             && let Ok(mut idle) = self.inner.idle.lock()
             && idle.len() < MAX_IDLE
         {
@@ -116,7 +153,13 @@ pub struct StateError(pub String);
 
 impl From<rusqlite::Error> for StateError {
     fn from(e: rusqlite::Error) -> Self {
-        match AppDbError::from(e) {
+        StateError::from(AppDbError::from(e))
+    }
+}
+
+impl From<AppDbError> for StateError {
+    fn from(e: AppDbError) -> Self {
+        match e {
             AppDbError::Busy(m) => StateError(format!(
                 "key-value state is busy: Sundial's database is locked by another writer ({m}); try again later"
             )),
@@ -143,7 +186,7 @@ pub struct JobState {
     db: StateDb,
     job: String,
     dry_run: bool,
-    conn: Option<Connection>,
+    conn: Option<StateConn>,
     /// Writes the database does not have yet: all of a dry run's, or those
     /// made while the execution's own session held the file's write lock.
     overlay: BTreeMap<String, Entry>,
@@ -187,32 +230,57 @@ impl JobState {
         self.dry_run
     }
 
-    fn conn(&mut self) -> Result<&mut Connection, StateError> {
+    fn conn(&mut self) -> Result<&mut StateConn, StateError> {
         if self.conn.is_none() {
             self.conn = Some(self.db.acquire()?);
         }
         self.conn.as_mut().ok_or_else(|| StateError("key-value state: no connection".into()))
     }
 
-    fn stored(&mut self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+    /// The first column of the first row of `sql` over (job, key…).
+    fn stored_value(&mut self, sql: &str, key: Option<&str>) -> Result<Option<SqlValue>, StateError> {
         let job = self.job.clone();
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached("SELECT value FROM job_state WHERE job_name = ?1 AND key = ?2")?;
-        Ok(stmt.query_row((job.as_str(), key), |r| r.get::<_, Vec<u8>>(0)).optional()?)
+        match self.conn()? {
+            StateConn::Sqlite(c) => {
+                let mut stmt = c.prepare_cached(sql)?;
+                let read = |r: &rusqlite::Row<'_>| -> Result<SqlValue, rusqlite::Error> {
+                    Ok(match r.get_ref(0)? {
+                        ValueRef::Integer(i) => SqlValue::Integer(i),
+                        ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+                        _ => SqlValue::Null,
+                    })
+                };
+                Ok(match key {
+                    Some(k) => stmt.query_row((job.as_str(), k), read),
+                    None => stmt.query_row([job.as_str()], read),
+                }
+                .optional()?)
+            }
+            StateConn::Postgres(c) => {
+                let mut params = vec![SqlValue::Text(job)];
+                params.extend(key.map(|k| SqlValue::Text(k.to_string())));
+                Ok(c.query(sql, &params)?.rows.into_iter().next().and_then(|r| r.into_iter().next()))
+            }
+        }
+    }
+
+    fn stored(&mut self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let v = self.stored_value("SELECT value FROM job_state WHERE job_name = $1 AND key = $2", Some(key))?;
+        Ok(match v {
+            Some(SqlValue::Blob(b)) => Some(b),
+            _ => None,
+        })
     }
 
     fn stored_exists(&mut self, key: &str) -> Result<bool, StateError> {
-        let job = self.job.clone();
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached("SELECT 1 FROM job_state WHERE job_name = ?1 AND key = ?2")?;
-        Ok(stmt.query_row((job.as_str(), key), |_| Ok(())).optional()?.is_some())
+        Ok(self.stored_value("SELECT 1 FROM job_state WHERE job_name = $1 AND key = $2", Some(key))?.is_some())
     }
 
     fn stored_count(&mut self) -> Result<u64, StateError> {
-        let job = self.job.clone();
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached("SELECT count(*) FROM job_state WHERE job_name = ?1")?;
-        let n: i64 = stmt.query_row([job.as_str()], |r| r.get(0))?;
+        let n = match self.stored_value("SELECT count(*) FROM job_state WHERE job_name = $1", None)? {
+            Some(SqlValue::Integer(n)) => n,
+            _ => 0,
+        };
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -309,6 +377,14 @@ impl JobState {
                 self.conn.as_mut().ok_or_else(|| StateError("key-value state: no connection".into()))?
             }
         };
+        let conn = match conn {
+            StateConn::Sqlite(c) => c,
+            StateConn::Postgres(c) => {
+                flush_pg(c, &job, &now, overlay)?;
+                self.overlay.clear();
+                return Ok(());
+            }
+        };
         let tx = take_write_lock(true, || conn.transaction_with_behavior(TransactionBehavior::Immediate))?;
         {
             let mut upsert = tx.prepare_cached(
@@ -339,9 +415,39 @@ impl JobState {
     }
 }
 
+/// [`JobState::flush`] on Postgres: one transaction.
+fn flush_pg(c: &mut PgConn, job: &str, now: &str, overlay: &BTreeMap<String, Entry>) -> Result<(), StateError> {
+    c.batch("BEGIN")?;
+    let written = (|| -> Result<(), AppDbError> {
+        for (key, e) in overlay {
+            let (job, key) = (SqlValue::Text(job.to_string()), SqlValue::Text(key.clone()));
+            match &e.value {
+                Some(v) => c.execute(
+                    "INSERT INTO job_state (job_name, key, value, updated_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (job_name, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    &[job, key, SqlValue::Blob(v.clone()), SqlValue::Text(now.to_string())],
+                )?,
+                None => c.execute("DELETE FROM job_state WHERE job_name = $1 AND key = $2", &[job, key])?,
+            };
+        }
+        c.batch("COMMIT")
+    })();
+    if written.is_err() {
+        let _ = c.batch("ROLLBACK");
+    }
+    Ok(written?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file(db: &StateDb) -> &Path {
+        match &db.inner.location {
+            Location::Sqlite(path) => path,
+            Location::Postgres(_) => unreachable!("a SQLite test"),
+        }
+    }
 
     fn db() -> (tempfile::TempDir, StateDb) {
         let dir = tempfile::tempdir().unwrap();
@@ -410,7 +516,7 @@ mod tests {
     fn the_key_limit_counts_the_overlay() {
         let (_d, db) = db();
         {
-            let mut conn = Connection::open(&db.inner.path).unwrap();
+            let mut conn = Connection::open(file(&db)).unwrap();
             let tx = conn.transaction().unwrap();
             for i in 0..MAX_KEYS - 1 {
                 tx.execute(
@@ -434,7 +540,7 @@ mod tests {
     #[test]
     fn a_busy_database_is_an_error_not_a_hang() {
         let (_d, db) = db();
-        let mut locker = Connection::open(&db.inner.path).unwrap();
+        let mut locker = Connection::open(file(&db)).unwrap();
         let tx = locker.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
         let mut s = db.session("a", false);
         let e = s.set("k", vec![1], false).unwrap_err();

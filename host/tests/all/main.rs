@@ -30,9 +30,10 @@
 //!   per-job HTTP allowlist.
 //! - `python`: the `cleanup` job written in Python (componentize-py), next
 //!   to the Rust one.
-//! - `postgres`: Sundial's tables on Postgres (the server in
-//!   `SUNDIAL_TEST_POSTGRES_URL`) and several hosts sharing them: exactly once
-//!   per instant, crashed and fenced hosts.
+//! - `postgres`: Sundial's tables, the application database and job state on
+//!   Postgres (the server in `SUNDIAL_TEST_POSTGRES_URL`, and a private one
+//!   to restart), and several hosts sharing them: exactly once per instant,
+//!   crashed and fenced hosts, an item run finished by another host.
 //! - `state`: key-value state: kept across executions, versions and restarts,
 //!   the grant, dry runs, limits, item jobs.
 

@@ -249,20 +249,20 @@ impl NativeJob for Tick {
 }
 
 /// Another scheduling host on the same database, with a lease of 3 s and no jobs.
-async fn survivor(db: &PgDatabase, dir: &std::path::Path) -> Host {
+async fn survivor(url: &str, dir: &std::path::Path) -> Host {
     std::fs::create_dir(dir.join("jobs")).unwrap();
-    host_with(db, dir, "survivor", Config { lease_secs: Some(3), ..Config::default() }, 0).await
+    host_with(url, dir, "survivor", Config { lease_secs: Some(3), ..Config::default() }, 0).await
 }
 
-async fn tick_host(db: &PgDatabase, dir: &std::path::Path, node: &str, jobs: usize) -> Host {
-    host_with(db, dir, node, Config::default(), jobs).await
+async fn tick_host(url: &str, dir: &std::path::Path, node: &str, jobs: usize) -> Host {
+    host_with(url, dir, node, Config::default(), jobs).await
 }
 
 /// A scheduling host on `db` with `jobs` [`Tick`] jobs.
-async fn host_with(db: &PgDatabase, dir: &std::path::Path, node: &str, config: Config, jobs: usize) -> Host {
+async fn host_with(url: &str, dir: &std::path::Path, node: &str, config: Config, jobs: usize) -> Host {
     let mut builder = Host::builder()
         .config(config)
-        .database_url(&db.url)
+        .database_url(url)
         .jobs_dir(dir.join("jobs"))
         .cache_dir(dir.join("cache"))
         .node_name(node);
@@ -281,8 +281,8 @@ async fn two_hosts_run_each_scheduled_instant_exactly_once() {
     let db = PgDatabase::new().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("jobs")).unwrap();
-    let a = tick_host(&db, dir.path(), "host-a", JOBS).await;
-    let b = tick_host(&db, dir.path(), "host-b", JOBS).await;
+    let a = tick_host(&db.url, dir.path(), "host-a", JOBS).await;
+    let b = tick_host(&db.url, dir.path(), "host-b", JOBS).await;
     let started = Utc::now();
     actix_rt::time::sleep(Duration::from_secs(12)).await;
     let stopped = Utc::now();
@@ -386,7 +386,7 @@ async fn a_host_killed_mid_run_has_its_execution_marked_crashed_by_another() {
     let dead = e.node.clone().unwrap();
 
     let other = tempfile::tempdir().unwrap();
-    let host = survivor(&db, other.path()).await;
+    let host = survivor(&db.url, other.path()).await;
     wait_until("the execution to be marked crashed", Duration::from_secs(20), || async {
         only_execution(&store).await.status == ExecutionStatus::Crashed
     })
@@ -418,7 +418,7 @@ async fn a_host_paused_past_its_lease_is_fenced_off() {
     assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
 
     let other = tempfile::tempdir().unwrap();
-    let host = survivor(&db, other.path()).await;
+    let host = survivor(&db.url, other.path()).await;
     wait_until("the paused host's execution to be marked crashed", Duration::from_secs(20), || async {
         only_execution(&store).await.status == ExecutionStatus::Crashed
     })
@@ -445,8 +445,8 @@ async fn the_status_lists_the_live_hosts() {
     let db = PgDatabase::new().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("jobs")).unwrap();
-    let a = tick_host(&db, dir.path(), "host-a", 0).await;
-    let b = tick_host(&db, dir.path(), "host-b", 0).await;
+    let a = tick_host(&db.url, dir.path(), "host-a", 0).await;
+    let b = tick_host(&db.url, dir.path(), "host-b", 0).await;
     let api = crate::api::Api::serve(a, "127.0.0.1:0").await;
     let status = api.get("/api/scheduler/status").await;
     assert_eq!(status["backend"], "postgres");
@@ -466,4 +466,336 @@ async fn the_status_lists_the_live_hosts() {
     let nodes: Vec<&str> = status["hosts"].as_array().unwrap().iter().map(|h| h["node"].as_str().unwrap()).collect();
     assert_eq!(nodes, ["host-a"]);
     api.stop().await;
+}
+
+/// Runs `sql` on `db` (setup of application tables).
+fn setup(db: &PgDatabase, sql: &str) {
+    let (url, sql) = (db.url.clone(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql(&sql).execute(&mut c).await.unwrap();
+        });
+    })
+    .join()
+    .unwrap();
+}
+
+fn new_database() -> PgDatabase {
+    std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(PgDatabase::new())
+    })
+    .join()
+    .unwrap()
+}
+
+/// The application database on Postgres, as a job's calls reach it: typed
+/// values both ways, `$n` placeholders checked, item savepoints, the
+/// read-only grant enforced by Postgres, errors in the classes guests match,
+/// and a runaway statement stopped by the interrupt check.
+#[test]
+fn the_application_database_can_be_postgres() {
+    use sundial::model::DbAccess;
+    use sundial::store::appdb::{AppDb, AppDbError, SqlValue as V};
+    let db = new_database();
+    setup(
+        &db,
+        "CREATE TABLE t (id INT PRIMARY KEY, name TEXT UNIQUE, score DOUBLE PRECISION, data BYTEA,
+                         day DATE, at TIMESTAMPTZ, amount NUMERIC(12, 2), big NUMERIC, ok BOOLEAN)",
+    );
+    let app = AppDb::open(&db.url).unwrap();
+    assert!(app.path().is_none());
+    let mut s = app.session(DbAccess::ReadWrite);
+    let n = s
+        .execute(
+            "INSERT INTO t (name, id, score, data, day, at, amount, big, ok) VALUES ($2, $1, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                V::Integer(7),
+                V::Text("seven".into()),
+                V::Real(0.5),
+                V::Blob(vec![0, 1, 255]),
+                V::Text("2026-03-08".into()),
+                V::Text("2026-03-08T07:00:00Z".into()),
+                V::Real(12.25),
+                V::Integer(9_000_000_000),
+                V::Integer(1),
+            ],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let rows = s
+        .query(
+            "SELECT id, name, score, data, day, at, amount, big, ok, NULL AS nothing FROM t WHERE id = $1",
+            &[V::Integer(7)],
+        )
+        .unwrap();
+    assert_eq!(rows.columns, ["id", "name", "score", "data", "day", "at", "amount", "big", "ok", "nothing"]);
+    assert_eq!(
+        rows.rows,
+        vec![vec![
+            V::Integer(7),
+            V::Text("seven".into()),
+            V::Real(0.5),
+            V::Blob(vec![0, 1, 255]),
+            V::Text("2026-03-08".into()),
+            V::Text("2026-03-08T07:00:00Z".into()),
+            V::Real(12.25),
+            V::Integer(9_000_000_000),
+            V::Integer(1),
+            V::Null,
+        ]]
+    );
+    // Aggregates come back as numbers a guest can use.
+    let sum = s.query("SELECT COUNT(*), SUM(big), AVG(score) FROM t", &[]).unwrap();
+    assert_eq!(sum.rows, vec![vec![V::Integer(1), V::Integer(9_000_000_000), V::Real(0.5)]]);
+
+    let err = s.query("SELECT $1::int + $2::int", &[V::Integer(1)]).unwrap_err();
+    assert!(err.to_string().contains("uses parameter $2 but 1 value was given"), "{err}");
+    let err = s.query("SELECT $1::int", &[V::Integer(1), V::Integer(2)]).unwrap_err();
+    assert!(err.to_string().contains("2 values given"), "{err}");
+    let err = s.execute("INSERT INTO t (id, name) VALUES (8, 'seven')", &[]).unwrap_err();
+    assert!(matches!(err, AppDbError::Constraint(_)), "{err:?}");
+    let err = s.query("SELECT nope FROM t", &[]).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+
+    // Item savepoints: the failed item's work is undone, the others commit.
+    s.begin().unwrap();
+    for (id, ok) in [(1, true), (2, false), (3, true)] {
+        s.savepoint().unwrap();
+        s.execute("INSERT INTO t (id) VALUES ($1)", &[V::Integer(id)]).unwrap();
+        if ok { s.release().unwrap() } else { s.rollback_item().unwrap() }
+    }
+    s.commit().unwrap();
+    let ids = s.query("SELECT id FROM t WHERE id < 7 ORDER BY id", &[]).unwrap();
+    assert_eq!(ids.rows, vec![vec![V::Integer(1)], vec![V::Integer(3)]]);
+    s.close();
+
+    let mut ro = app.session(DbAccess::ReadOnly);
+    assert_eq!(ro.query("SELECT count(*) FROM t", &[]).unwrap().rows, vec![vec![V::Integer(3)]]);
+    let err = ro.query("INSERT INTO t (id) VALUES (50) RETURNING id", &[]).unwrap_err();
+    assert!(matches!(err, AppDbError::Denied(_)), "{err:?}");
+    ro.close();
+    // The pooled connection is writable again for the next read-write session.
+    let mut s = app.session(DbAccess::ReadWrite);
+    s.execute("INSERT INTO t (id) VALUES (51)", &[]).unwrap();
+    s.close();
+
+    let mut slow = app.session(DbAccess::ReadOnly);
+    let deadline = Instant::now() + Duration::from_millis(300);
+    slow.interrupt_when(move || Instant::now() > deadline);
+    let started = Instant::now();
+    let err = slow.query("SELECT pg_sleep(30)", &[]).unwrap_err();
+    assert_eq!(err, AppDbError::Interrupted);
+    assert!(started.elapsed() < Duration::from_secs(5), "stopped after {:?}", started.elapsed());
+    assert_eq!(slow.query("SELECT 1", &[]).unwrap_err(), AppDbError::Interrupted);
+    slow.close();
+}
+
+/// An item job whose data is on Postgres: `kill -9` of the host in the
+/// middle of the run; once its lease runs out another host marks the run
+/// crashed, re-runs it (`retry_on_crash`), and the new attempt resumes after
+/// the last committed batch: every item is committed exactly once.
+#[test]
+fn an_item_run_on_postgres_cut_short_by_kill_9_is_finished_by_another_host() {
+    const USERS: i64 = 300;
+    let db = new_database();
+    setup(
+        &db,
+        &format!(
+            "CREATE TABLE users (id BIGINT PRIMARY KEY);
+             CREATE TABLE visits (user_id BIGINT NOT NULL, execution_id BIGINT NOT NULL);
+             INSERT INTO users SELECT generate_series(1, {USERS});"
+        ),
+    );
+    let env = Env::new(&["slow-items"]);
+    let config = format!(
+        r#"database = "{}"
+jobs_dir = "jobs"
+lease_secs = 3
+[jobs.slow-items]
+database = "read-write"
+retry_on_crash = true
+args = {{ delay_ms = "15" }}
+"#,
+        db.url
+    );
+    std::fs::write(env.path().join("sundial.toml"), &config).unwrap();
+    let count = |sql: &str| -> i64 {
+        let (url, sql) = (db.url.clone(), sql.to_string());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar::<_, i64>(&sql).fetch_one(&mut c).await.unwrap()
+            })
+        })
+        .join()
+        .unwrap()
+    };
+
+    let mut first = Process(sundial_command(env.path()).args(["run", "slow-items"]).spawn().unwrap());
+    let start = Instant::now();
+    while count("SELECT count(*) FROM visits") < 40 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the run did not get going");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let before = count("SELECT count(*) FROM visits");
+    assert!(before > 0 && before < USERS, "cut short part-way: {before} of {USERS}");
+
+    // The other host: same jobs, same database, scheduling.
+    let mut second = Process(sundial_command(env.path()).args(["serve", "--no-http"]).spawn().unwrap());
+    let start = Instant::now();
+    while count("SELECT count(*) FROM job_executions WHERE trigger = 'retry' AND status = 'succeeded'") < 1 {
+        assert!(start.elapsed() < Duration::from_secs(90), "the run was not finished by the other host");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill").args(["-INT", &second.0.id().to_string()]).status().unwrap();
+    assert!(second.0.wait().unwrap().success());
+
+    assert_eq!(count("SELECT count(*) FROM visits"), USERS, "every user visited");
+    assert_eq!(count("SELECT count(DISTINCT user_id) FROM visits"), USERS, "no user visited twice");
+    assert_eq!(count("SELECT count(*) FROM job_executions WHERE status = 'crashed'"), 1);
+    assert_eq!(count("SELECT count(DISTINCT node) FROM job_executions"), 2, "the retry ran on the other host");
+    assert_eq!(count("SELECT count(*) FROM sundial_item_checkpoints"), 0, "a finished run leaves no checkpoint");
+}
+
+/// Key-value state on Postgres: kept between executions, and shared by the
+/// hosts on one database (a job's state follows the job, not the host).
+#[actix_rt::test]
+async fn job_state_is_kept_in_postgres_and_shared_by_hosts() {
+    const JOB: &str = "released-0-1-0";
+    let db = PgDatabase::new().await;
+    let env = Env::new(&[JOB]).config(&format!("[jobs.{JOB}]\nstate = true"));
+    let host_on = |node: &'static str| {
+        let mut o = env.options(false);
+        o.database_url = Some(db.url.clone());
+        o.node = node.into();
+        Host::start(o)
+    };
+    let summary = |r: sundial::model::RunReport| {
+        assert_eq!(r.status, ExecutionStatus::Succeeded, "{r:?}");
+        r.summary.unwrap_or_default()
+    };
+    let a = host_on("host-a").await.unwrap();
+    assert_eq!(summary(a.run_now(JOB, RunArgs::default()).await.unwrap()), "run 1");
+    assert_eq!(summary(a.run_now(JOB, RunArgs::default()).await.unwrap()), "run 2");
+    let b = host_on("host-b").await.unwrap();
+    assert_eq!(summary(b.run_now(JOB, RunArgs::default()).await.unwrap()), "run 3", "the other host sees the state");
+    // A dry run reads the state and writes nothing.
+    let dry = RunArgs { dry_run: true, ..RunArgs::default() };
+    assert_eq!(summary(b.run_now(JOB, dry).await.unwrap()), "run 4");
+    assert_eq!(summary(a.run_now(JOB, RunArgs::default()).await.unwrap()), "run 4");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A Postgres server of the test's own (initdb in a temporary directory, on
+/// its own port), so that it can be restarted without touching the shared
+/// one. Runs as the `postgres` user when the test runs as root.
+struct PrivateServer {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivateServer {
+    fn command(&self, tool: &str) -> Command {
+        let tool = self.bin.join(tool);
+        let root = std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+        if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(tool);
+            c
+        } else {
+            Command::new(tool)
+        }
+    }
+
+    fn start() -> PrivateServer {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("a PostgreSQL server installation under /usr/lib/postgresql")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("initdb").is_file())
+            .expect("initdb");
+        let dir = tempfile::tempdir().unwrap();
+        let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let server = PrivateServer { dir, bin, port };
+        let data = server.dir.path().join("data");
+        let out = server.command("initdb").args(["-A", "trust", "-U", "postgres", "-D"]).arg(&data).output().unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        server.ctl("start");
+        server
+    }
+
+    fn ctl(&self, action: &str) {
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
+        let out = self
+            .command("pg_ctl")
+            .args([action, "-w", "-m", "fast", "-o", &options, "-D"])
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl {action}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ =
+            self.command("pg_ctl").args(["stop", "-m", "immediate", "-D"]).arg(self.dir.path().join("data")).output();
+    }
+}
+
+/// Postgres restarted under two hosts firing every second: the hosts
+/// reconnect and go on, and no instant runs twice.
+#[actix_rt::test]
+async fn hosts_reconnect_after_postgres_restarts_and_never_run_an_instant_twice() {
+    const JOBS: usize = 5;
+    let server = PrivateServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("jobs")).unwrap();
+    let a = tick_host(&url, dir.path(), "host-a", JOBS).await;
+    let b = tick_host(&url, dir.path(), "host-b", JOBS).await;
+    actix_rt::time::sleep(Duration::from_secs(4)).await;
+    server.ctl("restart");
+    let restarted = Utc::now();
+    actix_rt::time::sleep(Duration::from_secs(8)).await;
+    let store = Store::open(&url).await.unwrap();
+    let live: Vec<String> = store.live_hosts().await.unwrap().into_iter().map(|h| h.node).collect();
+    assert_eq!(live, ["host-a", "host-b"], "both hosts renewed their leases after the restart");
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+    for i in 0..JOBS {
+        let job = format!("tick-{i:02}");
+        let runs = store.list_executions(&job, 200, None).await.unwrap();
+        let mut per_instant: BTreeMap<DateTime<Utc>, usize> = BTreeMap::new();
+        for e in &runs {
+            *per_instant.entry(e.scheduled_for).or_default() += 1;
+        }
+        let twice: Vec<_> = per_instant.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "{job}: instants run more than once: {twice:?}");
+        let after = runs
+            .iter()
+            .filter(|e| e.scheduled_for > restarted + chrono::TimeDelta::seconds(3))
+            .filter(|e| e.status == ExecutionStatus::Succeeded)
+            .count();
+        assert!(after >= 3, "{job}: only {after} runs succeeded after the restart");
+    }
+    store.close().await;
 }
