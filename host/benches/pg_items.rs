@@ -23,7 +23,6 @@ use sundial::model::ExecutionStatus;
 use sundial::runtime::Runtime;
 use sundial::store::appdb::AppDb;
 
-const SCHEMA: &str = include_str!("../src/demo/schema.sql");
 const DATABASE: &str = "sundial_bench_items";
 
 fn server() -> String {
@@ -47,7 +46,7 @@ async fn seed(n: i64) {
     admin(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")).await;
     admin(&format!("CREATE DATABASE {DATABASE}")).await;
     let mut c = sqlx::PgConnection::connect(&database_url()).await.unwrap();
-    sqlx::raw_sql(SCHEMA).execute(&mut c).await.unwrap();
+    sqlx::raw_sql(&sundial::demo::postgres_schema()).execute(&mut c).await.unwrap();
     sqlx::raw_sql(&format!(
         "INSERT INTO users (id, name, plan, timezone, withdrawn_at)
            SELECT id, 'user' || id, (ARRAY['FREE', 'TRIAL', 'PAID'])[id % 3 + 1], 'UTC',

@@ -831,13 +831,22 @@ async fn history(options: HostOptions, job: &str, limit: u32, json: bool) -> any
 
 async fn demo(options: HostOptions, users: u64) -> anyhow::Result<ExitCode> {
     let url = options.app_database_url();
-    let seeded = {
+    let (done, seeded) = tokio::sync::oneshot::channel();
+    {
+        // A thread of its own: the Postgres client blocks on a runtime of its own.
         let url = url.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<crate::demo::DemoCounts> {
-            let mut conn = crate::demo::open(&url)?;
-            Ok(crate::demo::seed(&mut conn, users, Utc::now())?)
-        })
-    };
+        std::thread::spawn(move || {
+            let seeded = (|| -> anyhow::Result<crate::demo::DemoCounts> {
+                if crate::store::is_postgres_url(&url) {
+                    return Ok(crate::demo::seed_postgres(&url, users, Utc::now())?);
+                }
+                let mut conn = crate::demo::open(&url)?;
+                Ok(crate::demo::seed(&mut conn, users, Utc::now())?)
+            })();
+            let _ = done.send(seeded);
+        });
+    }
+    let url = crate::store::redact_url(&url);
     let c = seeded.await?.with_context(|| format!("seeding {url}"))?;
     println!(
         "demo data in {url}: {} users ({} active, {} on TRIAL/PAID), {} sessions ({} expired), \

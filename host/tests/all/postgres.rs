@@ -799,3 +799,87 @@ async fn hosts_reconnect_after_postgres_restarts_and_never_run_an_instant_twice(
     }
     store.close().await;
 }
+
+/// Rows of `sql` on the application database at `url`, through the same
+/// layer jobs use (so both backends give typed values alike).
+fn app_rows(url: &str, sql: &'static str) -> Vec<Vec<sundial::store::appdb::SqlValue>> {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let app = sundial::store::appdb::AppDb::open(&url).unwrap();
+        let mut s = app.session(sundial::model::DbAccess::ReadOnly);
+        let rows = s.query(sql, &[]).unwrap().rows;
+        s.close();
+        rows
+    })
+    .join()
+    .unwrap()
+}
+
+/// The seed jobs on the demo data, once with everything in a SQLite file and
+/// once in Postgres (`sundial demo`'s data copied there): the same runs, item
+/// counts and rows written.
+#[actix_rt::test]
+async fn the_seed_jobs_do_the_same_on_postgres_as_on_sqlite() {
+    const JOBS: [&str; 5] = ["cleanup", "snapshot", "recommendation", "metrics", "weekly-report"];
+    // A Monday, 03:30 UTC: users in UTC are in their weekly-report window.
+    const NOW: &str = "2026-11-23T03:30:00Z";
+    let mut config = String::new();
+    for job in JOBS {
+        config.push_str(&format!("[jobs.{job}]\ndatabase = \"read-write\"\n"));
+    }
+    let env = Env::new(&JOBS).clock(NOW).config(&config);
+    env.seed_demo(400, t(NOW)).await;
+    let db = PgDatabase::new().await;
+    let url = db.url.clone();
+    let seeded = std::thread::spawn(move || sundial::demo::seed_postgres(&url, 400, t(NOW)).unwrap()).join().unwrap();
+    assert_eq!(seeded.users, 400);
+
+    let mut on = Vec::new();
+    for url in [env.db_url(), db.url.clone()] {
+        let mut o = env.options(false);
+        o.database_url = Some(url.clone());
+        let host = Host::start(o).await.unwrap();
+        let mut runs = Vec::new();
+        for job in JOBS {
+            let r = host.run_now(job, RunArgs::default()).await.unwrap();
+            assert!(
+                matches!(r.status, ExecutionStatus::Succeeded | ExecutionStatus::Partial),
+                "{job} on {}: {r:?}",
+                sundial::store::redact_url(&url)
+            );
+            runs.push((job, r.status, r.items_total, r.items_ok, r.items_skipped, r.items_failed, r.changed));
+        }
+        host.stop().await;
+        let tables = [
+            app_rows(
+                &url,
+                "SELECT user_id, date, target_id, calories FROM daily_target_snapshots ORDER BY user_id, date",
+            ),
+            app_rows(
+                &url,
+                "SELECT user_id, generated_for_date FROM meal_recommendations ORDER BY user_id, generated_for_date",
+            ),
+            app_rows(
+                &url,
+                "SELECT user_id, metrics_date, workouts_7d, workouts_30d, minutes_30d, active_days_30d, streak_days
+                 FROM user_behavior_metrics ORDER BY user_id, metrics_date",
+            ),
+            app_rows(
+                &url,
+                "SELECT user_id, week_start, workouts, minutes, prediction FROM weekly_reports ORDER BY user_id, week_start",
+            ),
+            app_rows(&url, "SELECT count(*) FROM sessions"),
+            app_rows(&url, "SELECT count(*) FROM food_entries"),
+        ];
+        on.push((runs, tables));
+    }
+    let (sqlite, pg) = (&on[0], &on[1]);
+    assert_eq!(sqlite.0, pg.0, "the runs differ between SQLite and Postgres");
+    // The jobs did something: snapshots, recommendations, metrics and
+    // reports were written, and cleanup deleted rows.
+    assert!(sqlite.0.iter().all(|r| r.6 > 0), "{:?}", sqlite.0);
+    for (i, (a, b)) in sqlite.1.iter().zip(&pg.1).enumerate() {
+        assert_eq!(a.len(), b.len(), "table {i}: row counts differ");
+        assert_eq!(a, b, "table {i}: rows differ");
+    }
+}

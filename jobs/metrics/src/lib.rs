@@ -44,7 +44,8 @@ const WORKOUTS: &str = "\
     SELECT finalized_at, duration_minutes FROM workouts \
     WHERE user_id = $1 AND status IN ('completed', 'partial') AND finalized_at > $2 AND finalized_at <= $3";
 
-// `IS NOT` compares NULLs as values: a row is rewritten only when a metric changed.
+// `IS DISTINCT FROM` compares NULLs as values: a row is rewritten only when a
+// metric changed (SQLite and Postgres alike).
 const UPSERT: &str = "\
     INSERT INTO user_behavior_metrics (user_id, metrics_date, workouts_7d, workouts_30d, minutes_7d, minutes_30d, \
                                        active_days_30d, streak_days, last_workout_at, computed_at) \
@@ -54,13 +55,13 @@ const UPSERT: &str = "\
         minutes_7d = excluded.minutes_7d, minutes_30d = excluded.minutes_30d, \
         active_days_30d = excluded.active_days_30d, streak_days = excluded.streak_days, \
         last_workout_at = excluded.last_workout_at, computed_at = excluded.computed_at \
-    WHERE user_behavior_metrics.workouts_7d IS NOT excluded.workouts_7d \
-       OR user_behavior_metrics.workouts_30d IS NOT excluded.workouts_30d \
-       OR user_behavior_metrics.minutes_7d IS NOT excluded.minutes_7d \
-       OR user_behavior_metrics.minutes_30d IS NOT excluded.minutes_30d \
-       OR user_behavior_metrics.active_days_30d IS NOT excluded.active_days_30d \
-       OR user_behavior_metrics.streak_days IS NOT excluded.streak_days \
-       OR user_behavior_metrics.last_workout_at IS NOT excluded.last_workout_at";
+    WHERE user_behavior_metrics.workouts_7d IS DISTINCT FROM excluded.workouts_7d \
+       OR user_behavior_metrics.workouts_30d IS DISTINCT FROM excluded.workouts_30d \
+       OR user_behavior_metrics.minutes_7d IS DISTINCT FROM excluded.minutes_7d \
+       OR user_behavior_metrics.minutes_30d IS DISTINCT FROM excluded.minutes_30d \
+       OR user_behavior_metrics.active_days_30d IS DISTINCT FROM excluded.active_days_30d \
+       OR user_behavior_metrics.streak_days IS DISTINCT FROM excluded.streak_days \
+       OR user_behavior_metrics.last_workout_at IS DISTINCT FROM excluded.last_workout_at";
 
 impl ItemJob for Metrics {
     fn info() -> JobInfo {
