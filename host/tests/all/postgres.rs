@@ -883,3 +883,60 @@ async fn the_seed_jobs_do_the_same_on_postgres_as_on_sqlite() {
         assert_eq!(a, b, "table {i}: rows differ");
     }
 }
+
+/// A rolling replacement: two hosts on one database with different versions
+/// of a job firing every second, then the old one upgraded. Every execution
+/// records the digest and version of the code that ran it, each digest has
+/// one version number, and no instant runs twice.
+#[actix_rt::test]
+async fn hosts_on_different_versions_record_each_executions_own_version() {
+    let db = PgDatabase::new().await;
+    let v1 = std::fs::read(wasm("faulty")).unwrap();
+    let v2 = crate::fixtures::variant(&v1, "rolling-v2");
+    let (d1, d2) = (sundial::runtime::digest(&v1), sundial::runtime::digest(&v2));
+    let config = Config::parse("[jobs.faulty]\nschedule = \"* * * * * *\"").unwrap();
+    let mut hosts = Vec::new();
+    let mut dirs = Vec::new();
+    for (node, bytes) in [("host-a", &v1), ("host-b", &v2)] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("jobs")).unwrap();
+        std::fs::write(dir.path().join("jobs/faulty.wasm"), bytes).unwrap();
+        let mut o = sundial::host::HostOptions::new(config.clone());
+        o.database_url = Some(db.url.clone());
+        o.jobs_dir = Some(dir.path().join("jobs"));
+        o.node = node.into();
+        hosts.push(Host::start(o).await.unwrap());
+        dirs.push(dir);
+    }
+    actix_rt::time::sleep(Duration::from_secs(5)).await;
+    let upgraded = hosts[0].deploy(v2.clone()).await.unwrap();
+    let upgraded_at = Utc::now();
+    actix_rt::time::sleep(Duration::from_secs(4)).await;
+    for h in hosts {
+        h.shutdown(Duration::from_secs(5)).await;
+    }
+
+    let store = Store::open(&db.url).await.unwrap();
+    let runs = store.list_executions("faulty", 200, None).await.unwrap();
+    let mut per_instant: BTreeMap<DateTime<Utc>, usize> = BTreeMap::new();
+    let mut version_of: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    for e in &runs {
+        *per_instant.entry(e.scheduled_for).or_default() += 1;
+        let digest = e.component_digest.clone().unwrap();
+        version_of.entry(digest.clone()).or_default().insert(e.component_version.unwrap());
+        match e.node.as_deref() {
+            Some("host-b") => assert_eq!(digest, d2, "host-b only ever had v2: {e:?}"),
+            Some("host-a") if e.started_at.unwrap() > upgraded_at + chrono::TimeDelta::milliseconds(500) => {
+                assert_eq!(digest, d2, "host-a runs v2 once upgraded: {e:?}")
+            }
+            Some("host-a") => {}
+            other => panic!("unexpected node {other:?}"),
+        }
+    }
+    assert!(per_instant.values().all(|n| *n == 1), "an instant ran twice: {per_instant:?}");
+    assert!(version_of.get(&d1).is_some_and(|v| v.len() == 1), "v1 ran, under one version number: {version_of:?}");
+    assert!(version_of.get(&d2).is_some_and(|v| v.len() == 1), "v2 ran, under one version number: {version_of:?}");
+    assert_ne!(version_of[&d1], version_of[&d2]);
+    assert_eq!(upgraded.component_digest.as_deref(), Some(d2.as_str()));
+    store.close().await;
+}
