@@ -257,6 +257,7 @@ impl AppDb {
             access,
             conn: None,
             tx: TxState::None,
+            release_pending: false,
             interrupt: None,
             watch: None,
             interrupted: Arc::new(AtomicBool::new(false)),
@@ -291,6 +292,9 @@ enum TxState {
     Open,
     /// A transaction with the item savepoint open inside it.
     Savepoint,
+    /// On Postgres: the item savepoint asked for, to be opened before the
+    /// item's first statement (an item that runs none costs no round trip).
+    SavepointPending,
 }
 
 type InterruptCheck = Box<dyn FnMut() -> bool + Send + 'static>;
@@ -301,6 +305,10 @@ pub struct AppSession {
     access: DbAccess,
     conn: Option<Conn>,
     tx: TxState,
+    /// On Postgres: a kept item's savepoint not yet released; the release
+    /// goes with the next item's savepoint, in one round trip (the commit
+    /// releases it otherwise).
+    release_pending: bool,
     interrupt: Option<InterruptCheck>,
     /// On Postgres: the watcher polling `interrupt` while the session lives.
     watch: Option<Watch>,
@@ -404,9 +412,18 @@ impl AppSession {
         self.access == DbAccess::ReadWrite && matches!(self.conn.as_ref(), Some(Conn::Sqlite(c)) if !c.is_autocommit())
     }
 
-    /// Opens the item savepoint inside the open transaction.
+    fn on_postgres(&self) -> bool {
+        matches!(self.db.inner.kind, Kind::Postgres(_))
+    }
+
+    /// Opens the item savepoint inside the open transaction (on Postgres,
+    /// just before the item's first statement).
     pub fn savepoint(&mut self) -> Result<(), AppDbError> {
         if self.tx != TxState::Open {
+            return Ok(());
+        }
+        if self.on_postgres() {
+            self.tx = TxState::SavepointPending;
             return Ok(());
         }
         self.exec_control("SAVEPOINT sundial_item")?;
@@ -414,23 +431,59 @@ impl AppSession {
         Ok(())
     }
 
-    /// Keeps the item's work (part of the transaction, committed with it).
-    pub fn release(&mut self) -> Result<(), AppDbError> {
-        if self.tx != TxState::Savepoint {
+    /// Opens a savepoint asked for on Postgres, with the release of the
+    /// previous item's in the same round trip.
+    fn open_pending_savepoint(&mut self) -> Result<(), AppDbError> {
+        if self.tx != TxState::SavepointPending {
             return Ok(());
         }
-        self.tx = TxState::Open;
-        self.exec_control("RELEASE sundial_item")
+        let sql = if self.release_pending {
+            "RELEASE sundial_item; SAVEPOINT sundial_item"
+        } else {
+            "SAVEPOINT sundial_item"
+        };
+        self.exec_control(sql)?;
+        self.release_pending = false;
+        self.tx = TxState::Savepoint;
+        Ok(())
+    }
+
+    /// Keeps the item's work (part of the transaction, committed with it).
+    pub fn release(&mut self) -> Result<(), AppDbError> {
+        match self.tx {
+            TxState::SavepointPending => {
+                self.tx = TxState::Open;
+                Ok(())
+            }
+            TxState::Savepoint => {
+                self.tx = TxState::Open;
+                if self.on_postgres() {
+                    self.release_pending = true;
+                    return Ok(());
+                }
+                self.exec_control("RELEASE sundial_item")
+            }
+            TxState::None | TxState::Open => Ok(()),
+        }
     }
 
     /// Undoes the item's work; the transaction stays open.
     pub fn rollback_item(&mut self) -> Result<(), AppDbError> {
-        if self.tx != TxState::Savepoint {
-            return Ok(());
+        match self.tx {
+            TxState::SavepointPending => {
+                self.tx = TxState::Open;
+                Ok(())
+            }
+            TxState::Savepoint => {
+                self.tx = TxState::Open;
+                if self.on_postgres() {
+                    return self.exec_control("ROLLBACK TO sundial_item; RELEASE sundial_item");
+                }
+                self.exec_control("ROLLBACK TO sundial_item")?;
+                self.exec_control("RELEASE sundial_item")
+            }
+            TxState::None | TxState::Open => Ok(()),
         }
-        self.tx = TxState::Open;
-        self.exec_control("ROLLBACK TO sundial_item")?;
-        self.exec_control("RELEASE sundial_item")
     }
 
     /// Commits the open transaction, if any.
@@ -439,6 +492,7 @@ impl AppSession {
             return Ok(());
         }
         self.tx = TxState::None;
+        self.release_pending = false;
         let r = self.exec_control("COMMIT");
         if r.is_err() {
             // A failed COMMIT may leave the transaction open: undo it.
@@ -453,11 +507,13 @@ impl AppSession {
             return Ok(());
         }
         self.tx = TxState::None;
+        self.release_pending = false;
         self.exec_control("ROLLBACK")
     }
 
     /// Runs a statement returning rows.
     pub fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<SqlRows, AppDbError> {
+        self.open_pending_savepoint()?;
         let conn = match self.conn()? {
             Conn::Sqlite(c) => c,
             Conn::Postgres(c) => return c.query(sql, params),
@@ -483,6 +539,7 @@ impl AppSession {
         if self.access == DbAccess::ReadOnly {
             return Err(AppDbError::Denied("this job has read-only database access".into()));
         }
+        self.open_pending_savepoint()?;
         let conn = match self.conn()? {
             Conn::Sqlite(c) => c,
             Conn::Postgres(c) => return c.execute(sql, params),
