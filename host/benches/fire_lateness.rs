@@ -7,6 +7,8 @@
 //!
 //! Usage: `cargo bench -p sundial-host --bench fire_lateness -- [SECONDS] [N...]`
 //! (default: 20 s, N = 1000 and 10000). Needs `cargo xtask build-jobs --fixtures`.
+//! With `SUNDIAL_BENCH_POSTGRES_URL` (a server's URL) Sundial's tables are on
+//! Postgres instead, in a database `sundial_bench_fire` made anew for each run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -55,9 +57,24 @@ fn fixture() -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|_| panic!("{} missing: run cargo xtask build-jobs --fixtures", p.display()))
 }
 
+/// A new, empty database on the server, and its URL.
+async fn fresh_postgres(server: &str) -> String {
+    use sqlx::Connection as _;
+    let mut admin = sqlx::PgConnection::connect(server).await.unwrap();
+    sqlx::raw_sql("DROP DATABASE IF EXISTS sundial_bench_fire WITH (FORCE); CREATE DATABASE sundial_bench_fire")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (base, _) = server.rsplit_once('/').unwrap();
+    format!("{base}/sundial_bench_fire")
+}
+
 async fn sundial_run(n: usize, secs: u64) -> Figures {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let url = match std::env::var("SUNDIAL_BENCH_POSTGRES_URL") {
+        Ok(server) => fresh_postgres(&server).await,
+        Err(_) => format!("sqlite://{}", dir.path().join("bench.db").display()),
+    };
     let store = Store::open(&url).await.unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let runtime = Runtime::new(clock.clone()).unwrap();
@@ -183,7 +200,8 @@ fn main() {
     println!("fire lateness: guest call start minus scheduled instant; every job fires every second");
     for &n in &loads {
         let f = actix_rt::System::new().block_on(sundial_run(n, secs));
-        f.print("sundial", n, secs);
+        let backend = if std::env::var_os("SUNDIAL_BENCH_POSTGRES_URL").is_some() { "postgres" } else { "sqlite" };
+        f.print(&format!("sundial ({backend})"), n, secs);
         // FIRE_LATENESS_SUNDIAL_ONLY=1 leaves the comparison out (for profiling).
         if std::env::var_os("FIRE_LATENESS_SUNDIAL_ONLY").is_none() {
             let f = tokio_cron_run(n, secs);
