@@ -6,8 +6,10 @@
 //!   (it runs in a savepoint that is always rolled back).
 //! - Each item runs in its own savepoint inside a batch transaction: a
 //!   failed item is rolled back to its savepoint and the loop goes on; the
-//!   batch commits every [`BATCH_ITEMS`] items or [`BATCH_TIME`], so the cost of
-//!   a commit is shared. A dry run rolls every batch back.
+//!   batch commits every [`BATCH_ITEMS`] items (on Postgres every
+//!   [`PG_BATCH_ITEMS`](crate::store::appdb::PG_BATCH_ITEMS)) or
+//!   [`BATCH_TIME`], so the cost of a commit is shared. A dry run rolls every
+//!   batch back.
 //! - With a read-write grant, each commit also writes a checkpoint (the page
 //!   cursor and the last item done) into the application database in the same
 //!   transaction. A later attempt for the same scheduled instant (a retry, or
@@ -522,7 +524,8 @@ impl<D: ItemDriver> Engine<'_, D> {
                     return Ended::Stopped;
                 }
                 at.last_key = Some(D::key(&item).to_string());
-                if self.batch.items >= BATCH_ITEMS || self.batch.started.elapsed() >= BATCH_TIME {
+                let cap = self.db().map_or(BATCH_ITEMS, |db| db.batch_items(BATCH_ITEMS));
+                if self.batch.items >= cap || self.batch.started.elapsed() >= BATCH_TIME {
                     self.end_batch(&at, false);
                     if let Err(e) = self.ensure_batch() {
                         self.report.fail(

@@ -28,6 +28,12 @@ use super::appdb_pg::{PgConn, Watch};
 
 use crate::model::DbAccess;
 
+/// Items per batch transaction on Postgres at most. Each item that writes
+/// runs in a subtransaction (its savepoint), and Postgres caches only 64
+/// subtransaction ids per transaction: past that, every snapshot taken
+/// anywhere in the database looks them up in `pg_subtrans`, and the whole
+/// server slows down (the "subtransaction overflow").
+pub const PG_BATCH_ITEMS: u64 = 64;
 /// How long a statement waits for another writer before failing as busy.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept for reuse.
@@ -410,6 +416,12 @@ impl AppSession {
     /// host's, or one the guest began itself).
     pub fn may_hold_write_lock(&self) -> bool {
         self.access == DbAccess::ReadWrite && matches!(self.conn.as_ref(), Some(Conn::Sqlite(c)) if !c.is_autocommit())
+    }
+
+    /// Items per batch transaction: `default`, or fewer where the database
+    /// needs it ([`PG_BATCH_ITEMS`] on Postgres).
+    pub fn batch_items(&self, default: u64) -> u64 {
+        if self.on_postgres() { default.min(PG_BATCH_ITEMS) } else { default }
     }
 
     fn on_postgres(&self) -> bool {
