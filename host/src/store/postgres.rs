@@ -22,8 +22,10 @@ use futures_util::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
-use super::rows::{execution_from_row, host_from_row, job_from_row};
-use super::{JobDefinition, KEEP_VERSIONS, NewExecution, ScheduleAdvance, StoreError, parse_enum, q};
+use super::rows::{
+    execution_from_row, host_from_row, item_problem_from_row, job_from_row, last_execution_from_row, version_from_row,
+};
+use super::{JobDefinition, KEEP_VERSIONS, NewExecution, ScheduleAdvance, StoreError, q};
 use crate::model::{
     ErrorClass, ExecutionId, ExecutionRecord, ExecutionStatus, HostRecord, JobId, JobRecord, RunReport, ScheduleSource,
     VersionRecord,
@@ -256,17 +258,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(q("listing job versions"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(VersionRecord {
-                    version: r.try_get("version").map_err(q("reading a job version"))?,
-                    digest: r.try_get("digest").map_err(q("reading a job version"))?,
-                    first_seen: r.try_get("first_seen").map_err(q("reading a job version"))?,
-                    executions: r.try_get("executions").map_err(q("reading a job version"))?,
-                    kept: r.try_get("kept").map_err(q("reading a job version"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(version_from_row).collect()
     }
 
     /// The newest execution of every job (or of `job` only).
@@ -283,16 +275,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(q("reading the last executions"))?;
-        rows.iter()
-            .map(|r| {
-                let status: String = r.try_get(2).map_err(q("reading the last executions"))?;
-                Ok((
-                    r.try_get(0).map_err(q("reading the last executions"))?,
-                    ExecutionId(r.try_get(1).map_err(q("reading the last executions"))?),
-                    parse_enum("status", &status)?,
-                ))
-            })
-            .collect()
+        rows.iter().map(last_execution_from_row).collect()
     }
 
     /// Executions queued or running (on any host), oldest first.
@@ -645,16 +628,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(q("reading execution items"))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(q("reading execution items"))?,
-                    r.try_get(1).map_err(q("reading execution items"))?,
-                    r.try_get(2).map_err(q("reading execution items"))?,
-                    r.try_get(3).map_err(q("reading execution items"))?,
-                ))
-            })
-            .collect()
+        rows.iter().map(item_problem_from_row).collect()
     }
 
     /// Records this host and its lease, from the database's clock (dropping

@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
 use super::{StoreError, parse_enum, parse_ts, q};
-use crate::model::{ExecutionId, ExecutionRecord, HostRecord, JobId, JobRecord};
+use crate::model::{ExecutionId, ExecutionRecord, ExecutionStatus, HostRecord, JobId, JobRecord, VersionRecord};
 
 /// A row of either backend, read column by column.
 pub(super) trait Cols {
@@ -33,46 +33,61 @@ pub(super) trait Cols {
 
 const READ: &str = "reading a row";
 
+/// The columns both backends read alike (instants differ: see each impl).
+macro_rules! common_cols {
+    () => {
+        fn text(&self, c: &'static str) -> Result<String, StoreError> {
+            self.try_get(c).map_err(q(READ))
+        }
+        fn opt_text(&self, c: &'static str) -> Result<Option<String>, StoreError> {
+            self.try_get(c).map_err(q(READ))
+        }
+        fn int(&self, c: &'static str) -> Result<i64, StoreError> {
+            self.try_get(c).map_err(q(READ))
+        }
+        fn opt_int(&self, c: &'static str) -> Result<Option<i64>, StoreError> {
+            self.try_get(c).map_err(q(READ))
+        }
+        fn flag(&self, c: &'static str) -> Result<bool, StoreError> {
+            self.try_get(c).map_err(q(READ))
+        }
+    };
+}
+
 impl Cols for SqliteRow {
-    fn text(&self, c: &'static str) -> Result<String, StoreError> {
-        self.try_get(c).map_err(q(READ))
-    }
-    fn opt_text(&self, c: &'static str) -> Result<Option<String>, StoreError> {
-        self.try_get(c).map_err(q(READ))
-    }
-    fn int(&self, c: &'static str) -> Result<i64, StoreError> {
-        self.try_get(c).map_err(q(READ))
-    }
-    fn opt_int(&self, c: &'static str) -> Result<Option<i64>, StoreError> {
-        self.try_get(c).map_err(q(READ))
-    }
-    fn flag(&self, c: &'static str) -> Result<bool, StoreError> {
-        self.try_get(c).map_err(q(READ))
-    }
+    common_cols!();
     fn opt_ts(&self, c: &'static str) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.opt_text(c)?.map(|s| parse_ts(c, &s)).transpose()
     }
 }
 
 impl Cols for PgRow {
-    fn text(&self, c: &'static str) -> Result<String, StoreError> {
-        self.try_get(c).map_err(q(READ))
-    }
-    fn opt_text(&self, c: &'static str) -> Result<Option<String>, StoreError> {
-        self.try_get(c).map_err(q(READ))
-    }
-    fn int(&self, c: &'static str) -> Result<i64, StoreError> {
-        self.try_get(c).map_err(q(READ))
-    }
-    fn opt_int(&self, c: &'static str) -> Result<Option<i64>, StoreError> {
-        self.try_get(c).map_err(q(READ))
-    }
-    fn flag(&self, c: &'static str) -> Result<bool, StoreError> {
-        self.try_get(c).map_err(q(READ))
-    }
+    common_cols!();
     fn opt_ts(&self, c: &'static str) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.try_get(c).map_err(q(READ))
     }
+}
+
+/// A row of `job_versions` with its execution count (`executions`) and
+/// whether its bytes are kept (`kept`).
+pub(super) fn version_from_row(r: &impl Cols) -> Result<VersionRecord, StoreError> {
+    Ok(VersionRecord {
+        version: r.int("version")?,
+        digest: r.text("digest")?,
+        first_seen: r.ts("first_seen")?,
+        executions: r.int("executions")?,
+        kept: r.flag("kept")?,
+    })
+}
+
+/// `(name, id, status)` of a job's newest execution.
+pub(super) fn last_execution_from_row(r: &impl Cols) -> Result<(String, ExecutionId, ExecutionStatus), StoreError> {
+    Ok((r.text("name")?, ExecutionId(r.int("id")?), parse_enum("status", &r.text("status")?)?))
+}
+
+/// `(key, outcome, class, message)` of a failed or skipped item.
+pub(super) fn item_problem_from_row(r: &impl Cols) -> Result<(String, String, String, String), StoreError> {
+    Ok((r.text("item_key")?, r.text("outcome")?, r.text("error_class")?, r.text("message")?))
 }
 
 pub(super) fn job_from_row(r: &impl Cols) -> Result<JobRecord, StoreError> {

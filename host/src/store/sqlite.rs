@@ -11,13 +11,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 
-use super::rows::{execution_from_row, host_from_row, job_from_row};
-use super::{
-    JobDefinition, KEEP_VERSIONS, NewExecution, ScheduleAdvance, StoreError, appdb, hot, parse_enum, parse_ts, q, ts,
+use super::rows::{
+    execution_from_row, host_from_row, item_problem_from_row, job_from_row, last_execution_from_row, version_from_row,
 };
+use super::{JobDefinition, KEEP_VERSIONS, NewExecution, ScheduleAdvance, StoreError, appdb, hot, q, ts};
 use crate::model::{
     ErrorClass, ExecutionId, ExecutionRecord, ExecutionStatus, HostRecord, JobId, JobRecord, RunReport, ScheduleSource,
     VersionRecord,
@@ -312,18 +312,7 @@ impl SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(q("listing job versions"))?;
-        rows.iter()
-            .map(|r| {
-                let first_seen: String = r.try_get("first_seen").map_err(q("reading a job version"))?;
-                Ok(VersionRecord {
-                    version: r.try_get("version").map_err(q("reading a job version"))?,
-                    digest: r.try_get("digest").map_err(q("reading a job version"))?,
-                    first_seen: parse_ts("first_seen", &first_seen)?,
-                    executions: r.try_get("executions").map_err(q("reading a job version"))?,
-                    kept: r.try_get("kept").map_err(q("reading a job version"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(version_from_row).collect()
     }
 
     /// The newest execution of every job (or of `job` only): `(job name, id, status)`.
@@ -340,16 +329,7 @@ impl SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(q("reading the last executions"))?;
-        rows.iter()
-            .map(|r| {
-                let status: String = r.try_get(2).map_err(q("reading the last executions"))?;
-                Ok((
-                    r.try_get(0).map_err(q("reading the last executions"))?,
-                    ExecutionId(r.try_get(1).map_err(q("reading the last executions"))?),
-                    parse_enum("status", &status)?,
-                ))
-            })
-            .collect()
+        rows.iter().map(last_execution_from_row).collect()
     }
 
     /// Executions queued or running (on any host), oldest first.
@@ -682,16 +662,7 @@ impl SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(q("reading execution items"))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(q("reading execution items"))?,
-                    r.try_get(1).map_err(q("reading execution items"))?,
-                    r.try_get(2).map_err(q("reading execution items"))?,
-                    r.try_get(3).map_err(q("reading execution items"))?,
-                ))
-            })
-            .collect()
+        rows.iter().map(item_problem_from_row).collect()
     }
 
     /// Records this host and its lease (dropping the rows of hosts whose lease
