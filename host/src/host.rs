@@ -198,7 +198,7 @@ pub struct Host {
     /// A scheduling host's hold on its SQLite database, released at shutdown.
     lock: Arc<std::sync::Mutex<Option<crate::store::host_lock::HostLock>>>,
     /// Renews this host's lease until stopped (at shutdown).
-    lease_task: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
+    lease_task: Arc<std::sync::Mutex<Option<crate::lease::LeaseTask>>>,
 }
 
 impl Host {
@@ -565,8 +565,9 @@ impl Host {
             tracing::error!(running = ?running, "executions did not stop after cancellation; the next host marks them crashed");
         }
         report.abandoned = running;
-        if let Some(stop) = self.lease_task.lock().ok().and_then(|mut t| t.take()) {
-            let _ = stop.send(());
+        let lease_task = self.lease_task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = lease_task {
+            task.stop().await;
         }
         if let Err(e) = self.store.unregister_host(&self.node).await {
             tracing::warn!(error = %e, "cannot remove this host from the hosts table");

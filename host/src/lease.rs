@@ -42,11 +42,26 @@ pub(crate) struct LeaseSetup {
     pub sweep: bool,
 }
 
-/// Starts renewing the lease; it stops when the returned sender is dropped
-/// or sent to.
-pub(crate) fn spawn(setup: LeaseSetup) -> oneshot::Sender<()> {
+/// The running lease task.
+pub(crate) struct LeaseTask {
+    stop: oneshot::Sender<()>,
+    task: actix_rt::task::JoinHandle<()>,
+}
+
+impl LeaseTask {
+    /// Stops renewing and waits until a renewal under way has ended, so that
+    /// nothing records the host again after it leaves the table.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Starts renewing the lease until [`LeaseTask::stop`] (or until the task's
+/// handle is dropped).
+pub(crate) fn spawn(setup: LeaseSetup) -> LeaseTask {
     let (stop, mut stopped) = oneshot::channel::<()>();
-    actix_rt::spawn(async move {
+    let task = actix_rt::spawn(async move {
         let period = setup.lease / 3;
         loop {
             tokio::select! {
@@ -59,7 +74,7 @@ pub(crate) fn spawn(setup: LeaseSetup) -> oneshot::Sender<()> {
             }
         }
     });
-    stop
+    LeaseTask { stop, task }
 }
 
 async fn renew(s: &LeaseSetup) {
