@@ -146,6 +146,8 @@ struct Engine<'a, D: ItemDriver> {
     report: RunReport,
     batch: Batch,
     checkpoints: bool,
+    /// Items per batch transaction at most (fewer on Postgres).
+    batch_cap: u64,
     /// Items counted by earlier attempts (from the checkpoint).
     done_before: u64,
 }
@@ -153,6 +155,7 @@ struct Engine<'a, D: ItemDriver> {
 /// Runs an item job's loop to its end.
 pub fn run_with<D: ItemDriver>(driver: &mut D, run: &ItemRun, started_at: chrono::DateTime<chrono::Utc>) -> RunReport {
     let access = driver.session().map(|s| s.access()).unwrap_or(DbAccess::None);
+    let batch_cap = driver.session().map_or(BATCH_ITEMS, |s| s.batch_items(BATCH_ITEMS));
     let mut report = RunReport::new(ExecutionStatus::Succeeded);
     report.guest_started_at = Some(started_at);
     let mut engine = Engine {
@@ -161,6 +164,7 @@ pub fn run_with<D: ItemDriver>(driver: &mut D, run: &ItemRun, started_at: chrono
         report,
         batch: Batch::new(),
         checkpoints: access == DbAccess::ReadWrite && !run.dry_run,
+        batch_cap,
         done_before: 0,
     };
     let mut resumed = None;
@@ -524,8 +528,7 @@ impl<D: ItemDriver> Engine<'_, D> {
                     return Ended::Stopped;
                 }
                 at.last_key = Some(D::key(&item).to_string());
-                let cap = self.db().map_or(BATCH_ITEMS, |db| db.batch_items(BATCH_ITEMS));
-                if self.batch.items >= cap || self.batch.started.elapsed() >= BATCH_TIME {
+                if self.batch.items >= self.batch_cap || self.batch.started.elapsed() >= BATCH_TIME {
                     self.end_batch(&at, false);
                     if let Err(e) = self.ensure_batch() {
                         self.report.fail(

@@ -208,29 +208,48 @@ pub struct AppDb {
     inner: Arc<Inner>,
 }
 
-/// Where the database is.
-enum Kind {
+/// Where a database is: a SQLite file or a Postgres database (for the
+/// application database and for job state alike).
+pub(super) enum Location {
     Sqlite(PathBuf),
     Postgres(Box<postgres::Config>),
 }
 
+impl Location {
+    /// The database a `sqlite://path` (or plain path) or `postgres://…` URL names.
+    pub(super) fn parse(url: &str) -> Result<Location, AppDbOpenError> {
+        if super::is_postgres_url(url) {
+            let config = url.parse::<postgres::Config>().map_err(|_| AppDbOpenError::Url(super::redact_url(url)))?;
+            Ok(Location::Postgres(Box::new(config)))
+        } else {
+            Ok(Location::Sqlite(sqlite_path(url)?))
+        }
+    }
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(path) => write!(f, "{}", path.display()),
+            Location::Postgres(c) => write!(f, "postgres database {:?}", c.get_dbname().unwrap_or("")),
+        }
+    }
+}
+
 struct Inner {
-    kind: Kind,
+    location: Location,
     idle: Mutex<Vec<Conn>>,
 }
 
 /// One connection of either kind.
-enum Conn {
+pub(super) enum Conn {
     Sqlite(Connection),
     Postgres(PgConn),
 }
 
 impl std::fmt::Debug for AppDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.inner.kind {
-            Kind::Sqlite(path) => f.debug_struct("AppDb").field("path", path).finish_non_exhaustive(),
-            Kind::Postgres(c) => f.debug_struct("AppDb").field("postgres", &c.get_dbname()).finish_non_exhaustive(),
-        }
+        f.debug_struct("AppDb").field("location", &self.inner.location).finish_non_exhaustive()
     }
 }
 
@@ -239,20 +258,14 @@ impl AppDb {
     /// use if missing) or `postgres://…`. Connections are opened lazily, on
     /// the worker threads that use them.
     pub fn open(url: &str) -> Result<AppDb, AppDbOpenError> {
-        let kind = if super::is_postgres_url(url) {
-            let config = url.parse::<postgres::Config>().map_err(|_| AppDbOpenError::Url(super::redact_url(url)))?;
-            Kind::Postgres(Box::new(config))
-        } else {
-            Kind::Sqlite(sqlite_path(url)?)
-        };
-        Ok(AppDb { inner: Arc::new(Inner { kind, idle: Mutex::new(Vec::new()) }) })
+        Ok(AppDb { inner: Arc::new(Inner { location: Location::parse(url)?, idle: Mutex::new(Vec::new()) }) })
     }
 
     /// The database file (`None` on Postgres).
     pub fn path(&self) -> Option<&Path> {
-        match &self.inner.kind {
-            Kind::Sqlite(path) => Some(path),
-            Kind::Postgres(_) => None,
+        match &self.inner.location {
+            Location::Sqlite(path) => Some(path),
+            Location::Postgres(_) => None,
         }
     }
 
@@ -275,11 +288,11 @@ impl AppDb {
         if let Some(c) = reused {
             return Ok(c);
         }
-        match &self.inner.kind {
-            Kind::Sqlite(path) => {
+        match &self.inner.location {
+            Location::Sqlite(path) => {
                 connect(path).map(Conn::Sqlite).map_err(|e| AppDbError::Other(format!("{:#}", anyhow::Error::new(e))))
             }
-            Kind::Postgres(config) => PgConn::connect(config).map(Conn::Postgres),
+            Location::Postgres(config) => PgConn::connect(config).map(Conn::Postgres),
         }
     }
 
@@ -395,7 +408,7 @@ impl AppSession {
         // IMMEDIATE takes the write lock up front, so a busy database fails here,
         // before the item did any work, rather than half-way through it.
         // (Postgres has no such lock: rows are locked as they are written.)
-        if matches!(self.db.inner.kind, Kind::Postgres(_)) {
+        if matches!(self.db.inner.location, Location::Postgres(_)) {
             self.exec_control("BEGIN")?;
         } else if self.access == DbAccess::ReadWrite {
             take_write_lock(true, || self.exec_control("BEGIN IMMEDIATE"))?;
@@ -425,7 +438,7 @@ impl AppSession {
     }
 
     fn on_postgres(&self) -> bool {
-        matches!(self.db.inner.kind, Kind::Postgres(_))
+        matches!(self.db.inner.location, Location::Postgres(_))
     }
 
     /// Opens the item savepoint inside the open transaction (on Postgres,

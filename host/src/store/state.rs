@@ -36,7 +36,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use rusqlite::types::ValueRef;
 
-use super::appdb::{AppDbError, AppDbOpenError, SqlValue, retry_busy, take_write_lock};
+use super::appdb::{AppDbError, AppDbOpenError, Conn as StateConn, Location, SqlValue, retry_busy, take_write_lock};
 use super::appdb_pg::PgConn;
 
 /// Longest key, in bytes.
@@ -55,11 +55,6 @@ pub struct StateDb {
     inner: Arc<Inner>,
 }
 
-enum Location {
-    Sqlite(PathBuf),
-    Postgres(Box<postgres::Config>),
-}
-
 struct Inner {
     location: Location,
     /// Whether the application database is the same file.
@@ -67,20 +62,9 @@ struct Inner {
     idle: Mutex<Vec<StateConn>>,
 }
 
-/// A connection of either kind.
-enum StateConn {
-    Sqlite(Connection),
-    Postgres(PgConn),
-}
-
 impl std::fmt::Debug for StateDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.inner.location {
-            Location::Sqlite(path) => f.debug_struct("StateDb").field("path", path).finish_non_exhaustive(),
-            Location::Postgres(c) => {
-                f.debug_struct("StateDb").field("postgres", &c.get_dbname()).finish_non_exhaustive()
-            }
-        }
+        f.debug_struct("StateDb").field("location", &self.inner.location).finish_non_exhaustive()
     }
 }
 
@@ -93,15 +77,12 @@ impl StateDb {
     /// State in Sundial's database at `url` (already migrated); `app_db` is
     /// the application database's file, if any. Connections open lazily.
     pub fn open(url: &str, app_db: Option<&Path>) -> Result<StateDb, AppDbOpenError> {
-        let (location, shares_app_file) = if super::is_postgres_url(url) {
-            let config = url.parse::<postgres::Config>().map_err(|_| AppDbOpenError::Url(super::redact_url(url)))?;
-            // Postgres locks rows, not the database: no write of the
-            // execution's session blocks a state write.
-            (Location::Postgres(Box::new(config)), false)
-        } else {
-            let path = super::appdb::sqlite_path(url)?;
-            let shares = app_db.is_some_and(|a| canonical(a) == canonical(&path));
-            (Location::Sqlite(path), shares)
+        let location = Location::parse(url)?;
+        // Postgres locks rows, not the database: no write of the execution's
+        // session blocks a state write there.
+        let shares_app_file = match &location {
+            Location::Sqlite(path) => app_db.is_some_and(|a| canonical(a) == canonical(path)),
+            Location::Postgres(_) => false,
         };
         Ok(StateDb { inner: Arc::new(Inner { location, shares_app_file, idle: Mutex::new(Vec::new()) }) })
     }
