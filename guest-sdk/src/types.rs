@@ -53,6 +53,21 @@ impl Context {
         self.args.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// For a job scheduled in its items' local time (`item_zones` in the
+    /// host's configuration): the zones whose items this execution is for.
+    /// `None` for any other run (every item is due). List only the items in
+    /// these zones, e.g. `WHERE timezone IN (...)`.
+    pub fn zones(&self) -> Option<Vec<&str>> {
+        self.arg("sundial.zones").map(|z| z.split(',').filter(|z| !z.is_empty()).collect())
+    }
+
+    /// For an item-local job whose items chose their own local time of day:
+    /// the `(zone, "HH:MM")` pairs this execution is for. List only the items
+    /// with one of these pairs. `None` when the group has no such times.
+    pub fn slots(&self) -> Option<Vec<(&str, &str)>> {
+        self.arg("sundial.slots").map(|s| s.split(',').filter_map(|slot| slot.split_once('@')).collect())
+    }
+
     /// The date this run is for in the job's time zone: the operator's `--date`
     /// if given, else the local date of the scheduled instant.
     pub fn run_date(&self) -> Result<crate::Date, JobError> {

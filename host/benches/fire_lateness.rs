@@ -117,7 +117,13 @@ async fn sundial_run(n: usize, secs: u64) -> Figures {
         })
         .start();
         scheduler
-            .send(RegisterJob { job, misfire: MisfirePolicy::Skip, supervisor: supervisor.clone() })
+            .send(RegisterJob {
+                job,
+                misfire: MisfirePolicy::Skip,
+                supervisor: supervisor.clone(),
+                item_zones: None,
+                app_db: None,
+            })
             .await
             .unwrap()
             .unwrap();

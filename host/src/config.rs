@@ -43,7 +43,7 @@ use serde::Deserialize;
 
 use crate::model::{Capability, DbAccess, HttpAllowlist, HttpHost, JobInfo, MisfirePolicy, OverlapPolicy};
 use crate::runtime::Limits;
-use crate::schedule::Schedule;
+use crate::schedule::{LocalSlot, Schedule};
 
 /// The default configuration file, looked up in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "sundial.toml";
@@ -136,12 +136,67 @@ pub struct JobSettings {
     /// Scheduled runs start this many seconds (at most) after their instant,
     /// at an offset fixed per job, so a fleet's jobs do not all start at :00.
     pub jitter_secs: Option<u32>,
+    /// Item-local scheduling: the schedule is read in each item's own zone.
+    /// `"all"` (every zone of the time zone database) or a list of slots,
+    /// `"Asia/Tokyo"` or `"Asia/Tokyo@07:30"` (a local time of day replacing
+    /// the schedule's hour and minute).
+    pub item_zones: Option<ItemZonesSetting>,
+    /// Item-local scheduling with the slots read from the application
+    /// database: a query returning a zone and optionally an `HH:MM` local
+    /// time per row (e.g. `SELECT DISTINCT timezone FROM users`).
+    pub item_zones_query: Option<String>,
     /// Operator arguments passed to every run.
     #[serde(default)]
     pub args: BTreeMap<String, String>,
 }
 
+/// `item_zones`: `"all"` or a list of slots.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ItemZonesSetting {
+    /// `"all"`.
+    Word(String),
+    /// `["Asia/Tokyo", "Europe/London@07:30"]`.
+    List(Vec<String>),
+}
+
+/// Where an item-local job's slots come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemZones {
+    /// Every zone of the time zone database.
+    All,
+    /// A fixed list.
+    List(Vec<LocalSlot>),
+    /// A read-only query on the application database, refreshed while the
+    /// host runs.
+    Query(String),
+}
+
 impl JobSettings {
+    /// The item-local slots, validated (`None`: the job is not item-local).
+    fn item_zones(&self) -> Result<Option<ItemZones>, String> {
+        match (&self.item_zones, &self.item_zones_query) {
+            (Some(_), Some(_)) => Err("set either item_zones or item_zones_query, not both".into()),
+            (None, None) => Ok(None),
+            (None, Some(q)) if q.trim().is_empty() => Err("item_zones_query is empty".into()),
+            (None, Some(q)) => Ok(Some(ItemZones::Query(q.clone()))),
+            (Some(ItemZonesSetting::Word(w)), None) if w == "all" => Ok(Some(ItemZones::All)),
+            (Some(ItemZonesSetting::Word(w)), None) => Err(format!(
+                "item_zones must be \"all\" or a list of zones such as [\"Asia/Tokyo\", \"Europe/London@07:30\"], got {w:?}"
+            )),
+            (Some(ItemZonesSetting::List(l)), None) => {
+                if l.is_empty() {
+                    return Err("item_zones is an empty list: the job would never run".into());
+                }
+                let slots = l
+                    .iter()
+                    .map(|s| s.parse::<LocalSlot>().map_err(|e| format!("item_zones: {e}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Some(ItemZones::List(slots)))
+            }
+        }
+    }
+
     fn over(&self, base: &JobSettings) -> JobSettings {
         let mut args = base.args.clone();
         args.extend(self.args.clone());
@@ -165,6 +220,8 @@ impl JobSettings {
             priority: self.priority.or(base.priority),
             max_running: self.max_running.or(base.max_running),
             jitter_secs: self.jitter_secs.or(base.jitter_secs),
+            item_zones: self.item_zones.clone().or_else(|| base.item_zones.clone()),
+            item_zones_query: self.item_zones_query.clone().or_else(|| base.item_zones_query.clone()),
             args,
         }
     }
@@ -262,6 +319,9 @@ pub struct JobConfig {
     pub max_running: Option<u32>,
     /// The spread window of scheduled starts (zero: none).
     pub jitter: Duration,
+    /// Item-local scheduling: where the items' zones come from (`None`: the
+    /// schedule is in `timezone`).
+    pub item_zones: Option<ItemZones>,
     /// Operator arguments for every run.
     pub args: Vec<(String, String)>,
 }
@@ -358,6 +418,10 @@ impl Config {
                 return Err(err(format!("jitter_secs must be at most 86400 (a day), got {j}")));
             }
             parse_http_grant(s.http.as_deref()).map_err(|e| err(format!("http: {e}")))?;
+            s.item_zones().map_err(err)?;
+            if name == "[defaults]" && (s.item_zones.is_some() || s.item_zones_query.is_some()) {
+                return Err(err("item_zones and item_zones_query belong in a [jobs.<name>] section".into()));
+            }
             if let Some(r) = s.http_rate_per_sec
                 && !(1..=10_000).contains(&r)
             {
@@ -401,6 +465,7 @@ impl Config {
             Some(j) => j.over(&self.defaults),
             None => self.defaults.clone(),
         };
+        let item_zones = s.item_zones().map_err(|message| ConfigError::Job { job: info.name.clone(), message })?;
         let schedule = s.schedule.unwrap_or_else(|| info.default_schedule.clone());
         let timezone = s.timezone.unwrap_or_else(|| info.default_timezone.clone());
         // A job's own default schedule is validated here, when it is loaded.
@@ -410,6 +475,12 @@ impl Config {
         let http = parse_http_grant(s.http.as_deref())
             .map_err(|e| ConfigError::Job { job: info.name.clone(), message: format!("http: {e}") })?;
         let state = s.state.unwrap_or(false);
+        if item_zones.is_some() && info.kind != crate::model::JobKind::Items {
+            return Err(ConfigError::Job {
+                job: info.name.clone(),
+                message: "item_zones and item_zones_query need an item job: this job has no items".into(),
+            });
+        }
         for problem in http_grant_mismatches(info, &http).into_iter().chain(state_grant_mismatch(info, state)) {
             tracing::warn!(job = %info.name, "{problem}");
         }
@@ -435,6 +506,7 @@ impl Config {
             priority: s.priority.unwrap_or(0),
             max_running: s.max_running,
             jitter: Duration::from_secs(u64::from(s.jitter_secs.unwrap_or(0))),
+            item_zones,
             args: s.args.into_iter().collect(),
         })
     }

@@ -195,6 +195,8 @@ pub struct Host {
     /// The host-wide limit on running executions (`max_running`), if any.
     pub slots: Option<crate::slots::Slots>,
     events: Events,
+    /// The application database (for item-local jobs' `item_zones_query`).
+    app_db: AppDb,
     /// A scheduling host's hold on its SQLite database, released at shutdown.
     lock: Arc<std::sync::Mutex<Option<crate::store::host_lock::HostLock>>>,
     /// Renews this host's lease until stopped (at shutdown).
@@ -279,7 +281,7 @@ impl Host {
             runtime: runtime.clone(),
             repo: repo.clone(),
             scheduler: scheduler.clone(),
-            app_db: Some(app_db),
+            app_db: Some(app_db.clone()),
             state_db: Some(state_db),
             slots: slots.clone(),
             clock: options.clock.clone(),
@@ -316,6 +318,7 @@ impl Host {
             metrics,
             slots,
             events,
+            app_db,
             lock: Arc::new(std::sync::Mutex::new(lock)),
             lease_task: Arc::new(std::sync::Mutex::new(Some(lease_task))),
         })
@@ -444,7 +447,14 @@ impl Host {
         let record = self.store.set_schedule(job, &expression, &zone, source).await?;
         supervisor.send(UpdateJob { job: record.clone() }).await?;
         if let Some(s) = &self.scheduler {
-            s.send(RegisterJob { job: record.clone(), misfire: snap.config.misfire, supervisor }).await??;
+            s.send(RegisterJob {
+                job: record.clone(),
+                misfire: snap.config.misfire,
+                supervisor,
+                item_zones: snap.config.item_zones.clone(),
+                app_db: Some(self.app_db.clone()),
+            })
+            .await??;
         }
         tracing::info!(job, schedule = %expression, timezone = %zone, source = %source, "schedule changed");
         let _ = self.events.send(Event::JobChanged { job: job.to_string() });

@@ -184,7 +184,13 @@ impl Loader {
             }
         };
         if let Some(s) = &self.scheduler {
-            s.do_send(RegisterJob { job, misfire: config.misfire, supervisor });
+            s.do_send(RegisterJob {
+                job,
+                misfire: config.misfire,
+                supervisor,
+                item_zones: config.item_zones.clone(),
+                app_db: self.app_db.clone(),
+            });
         }
         let _ = self.events.send(Event::JobChanged { job: name.clone() });
         Ok(name)

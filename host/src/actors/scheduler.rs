@@ -15,9 +15,11 @@ use chrono::{DateTime, Utc};
 use super::repository::{AdvanceSchedule, Repository, SetGlobalEnabled, SetJobEnabled, SetNextRun};
 use super::supervisor::{Fire, JobSupervisor};
 use crate::clock::Clock;
-use crate::model::{JobId, JobRecord, MisfirePolicy, Trigger};
-use crate::schedule::{Schedule, ScheduleError};
+use crate::config::ItemZones;
+use crate::model::{DbAccess, JobId, JobRecord, MisfirePolicy, Trigger};
+use crate::schedule::{ItemSchedule, LocalSlot, Schedule, ScheduleError};
 use crate::store::ScheduleAdvance;
+use crate::store::appdb::{AppDb, SqlValue};
 
 /// A fire handled within this long after its instant is on time; older due
 /// instants are misfires.
@@ -33,6 +35,115 @@ pub const FIRE_LEAD: Duration = Duration::from_millis(500);
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Due instants enumerated at most per check (an every-second job down for a day).
 const MAX_ENUMERATED: usize = 200_000;
+/// How often the slots of item-local jobs with `item_zones_query` are read again.
+pub const ZONES_REFRESH: Duration = Duration::from_secs(600);
+/// At most this many slots per item-local job; more are dropped with a warning.
+pub const MAX_SLOTS: usize = 10_000;
+/// The run argument naming the zones of an item-local execution's group.
+pub const ZONES_ARG: &str = "sundial.zones";
+/// The run argument naming the slots (`zone@HH:MM`) of a group whose items
+/// chose their own local time.
+pub const SLOTS_ARG: &str = "sundial.slots";
+
+/// Anything that yields a series of fire instants.
+pub trait FireTimes {
+    /// The first fire instant strictly after `after`.
+    fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>>;
+}
+
+impl FireTimes for Schedule {
+    fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        Schedule::next_after(self, after)
+    }
+}
+
+impl FireTimes for ItemSchedule {
+    fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        ItemSchedule::next_after(self, after)
+    }
+}
+
+/// When a job fires: its schedule in its zone, or item-local.
+#[derive(Debug, Clone)]
+enum Timing {
+    Job(Schedule),
+    Items(ItemSchedule),
+}
+
+impl FireTimes for Timing {
+    fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Timing::Job(s) => s.next_after(after),
+            Timing::Items(s) => s.next_after(after),
+        }
+    }
+}
+
+impl Timing {
+    /// Run arguments of the execution for `at` standing for every due
+    /// instant in `(after, at]` (a catch-up, or an on-time fire after missed
+    /// ones): an item-local job's groups at those instants.
+    fn args_for(&self, after: DateTime<Utc>, at: DateTime<Utc>) -> Vec<(String, String)> {
+        let Timing::Items(s) = self else { return Vec::new() };
+        if after >= at - chrono::TimeDelta::seconds(1) {
+            group_args(&s.group_at(at))
+        } else {
+            group_args(&s.groups_between(after, at))
+        }
+    }
+}
+
+/// The run arguments naming a group of slots: [`ZONES_ARG`] always, and
+/// [`SLOTS_ARG`] when some slot has its own local time.
+pub fn group_args(group: &[LocalSlot]) -> Vec<(String, String)> {
+    let mut zones: Vec<&str> = group.iter().map(|s| s.zone.name()).collect();
+    zones.dedup();
+    let mut args = vec![(ZONES_ARG.to_string(), zones.join(","))];
+    if group.iter().any(|s| s.time.is_some()) {
+        let slots: Vec<String> = group.iter().map(ToString::to_string).collect();
+        args.push((SLOTS_ARG.to_string(), slots.join(",")));
+    }
+    args
+}
+
+/// The slots an `item_zones_query` returned: column 1 a zone, column 2 (if
+/// any) an `HH:MM` local time. Rows with a NULL zone are ignored; unknown
+/// zones and bad times are returned apart so they can be reported.
+pub fn slots_from_rows(rows: &[Vec<SqlValue>]) -> (Vec<LocalSlot>, Vec<String>) {
+    let text = |v: Option<&SqlValue>| match v {
+        Some(SqlValue::Text(t)) => Some(t.clone()),
+        Some(SqlValue::Integer(i)) => Some(i.to_string()),
+        _ => None,
+    };
+    let mut slots = Vec::new();
+    let mut bad = Vec::new();
+    for row in rows {
+        let Some(zone) = text(row.first()) else { continue };
+        let time = text(row.get(1));
+        match LocalSlot::parse_parts(&zone, time.as_deref()) {
+            Ok(slot) => slots.push(slot),
+            Err(e) => bad.push(e.to_string()),
+        }
+    }
+    slots.sort();
+    slots.dedup();
+    (slots, bad)
+}
+
+/// Runs an `item_zones_query` read-only (on a blocking thread's behalf).
+fn query_slots(db: &AppDb, sql: &str) -> Result<(Vec<LocalSlot>, Vec<String>), String> {
+    let mut session = db.session(DbAccess::ReadOnly);
+    let rows = session.query(sql, &[]).map_err(|e| e.to_string());
+    session.close();
+    let rows = rows?;
+    if rows.columns.is_empty() || rows.columns.len() > 2 {
+        return Err(format!(
+            "item_zones_query must return one column (zone) or two (zone, HH:MM local time), got {}",
+            rows.columns.len()
+        ));
+    }
+    Ok(slots_from_rows(&rows.rows))
+}
 
 /// What to do with the instants due now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +160,12 @@ pub struct DuePlan {
 
 /// Plans the instants from `first_due` up to `now` under `policy`. A pure
 /// function of its inputs.
-pub fn plan_due(schedule: &Schedule, first_due: DateTime<Utc>, now: DateTime<Utc>, policy: MisfirePolicy) -> DuePlan {
+pub fn plan_due<S: FireTimes + ?Sized>(
+    schedule: &S,
+    first_due: DateTime<Utc>,
+    now: DateTime<Utc>,
+    policy: MisfirePolicy,
+) -> DuePlan {
     let mut due = vec![first_due];
     let mut next = schedule.next_after(first_due);
     let mut enumerated_all = true;
@@ -96,7 +212,12 @@ pub fn plan_due(schedule: &Schedule, first_due: DateTime<Utc>, now: DateTime<Utc
 
 struct Entry {
     id: JobId,
-    schedule: Schedule,
+    timing: Timing,
+    /// The last handled instant (or when the job was first scheduled): the
+    /// next fire is computed from here when an item-local job's slots change.
+    from: DateTime<Utc>,
+    /// An item-local job's `item_zones_query` and where to run it.
+    zones_query: Option<(String, AppDb)>,
     misfire: MisfirePolicy,
     enabled: bool,
     next: Option<DateTime<Utc>>,
@@ -143,10 +264,21 @@ impl Scheduler {
             self.queue.remove(&(due, name.clone()));
             let Some(entry) = self.jobs.get_mut(&name) else { continue };
             entry.next = None;
-            let plan = plan_due(&entry.schedule, due, now, entry.misfire);
+            let plan = plan_due(&entry.timing, due, now, entry.misfire);
+            entry.from = plan.last;
             if self.enabled && entry.enabled {
+                // An item-local job's run stands for the groups of the missed
+                // instants before it too, unless they are to be skipped.
+                let mut covered = due - chrono::TimeDelta::seconds(1);
                 for (at, trigger) in &plan.fires {
-                    entry.supervisor.do_send(Fire { scheduled_for: *at, trigger: *trigger });
+                    let after = if entry.misfire == MisfirePolicy::Skip {
+                        *at - chrono::TimeDelta::seconds(1)
+                    } else {
+                        covered
+                    };
+                    let args = entry.timing.args_for(after, *at);
+                    covered = *at;
+                    entry.supervisor.do_send(Fire { scheduled_for: *at, trigger: *trigger, args });
                 }
                 if plan.missed > 0 {
                     entry.missed += plan.missed;
@@ -184,6 +316,76 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.arm(ctx);
+        ctx.run_interval(ZONES_REFRESH, |_, ctx| ctx.notify(RefreshZones));
+    }
+}
+
+impl Scheduler {
+    /// Reads an item-local job's slots again (on a blocking thread) and
+    /// reschedules it from its last handled instant.
+    fn refresh_zones(&mut self, name: &str, ctx: &mut Context<Self>) {
+        let Some((sql, db)) = self.jobs.get(name).and_then(|e| e.zones_query.clone()) else { return };
+        let name = name.to_string();
+        let read = async move { tokio::task::spawn_blocking(move || query_slots(&db, &sql)).await };
+        ctx.spawn(read.into_actor(self).map(move |result, act, ctx| {
+            let result = result.unwrap_or_else(|e| Err(format!("the query task failed: {e}")));
+            act.zones_read(&name, result, ctx);
+        }));
+    }
+
+    fn zones_read(
+        &mut self,
+        name: &str,
+        result: Result<(Vec<LocalSlot>, Vec<String>), String>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(entry) = self.jobs.get_mut(name) else { return };
+        let Timing::Items(current) = &entry.timing else { return };
+        let mut slots = match result {
+            Ok((slots, bad)) => {
+                if !bad.is_empty() {
+                    tracing::warn!(job = %name, count = bad.len(), first = %bad[0],
+                        "item_zones_query returned zones or times Sundial cannot schedule; their items are not run");
+                }
+                slots
+            }
+            Err(error) if current.is_empty() => {
+                tracing::error!(job = %name, %error,
+                    "cannot read item_zones_query; scheduling the job in every zone until it can be read");
+                let every = ItemSchedule::every_zone(current.base());
+                let changed = every.len() != current.len();
+                entry.timing = Timing::Items(every);
+                if changed {
+                    self.reschedule(name, ctx);
+                }
+                return;
+            }
+            Err(error) => {
+                tracing::error!(job = %name, %error, "cannot read item_zones_query; keeping the zones read before");
+                return;
+            }
+        };
+        if slots.len() > MAX_SLOTS {
+            tracing::warn!(job = %name, slots = slots.len(), max = MAX_SLOTS,
+                "item_zones_query returned too many slots; the rest are not scheduled");
+            slots.truncate(MAX_SLOTS);
+        }
+        let read = ItemSchedule::new(current.base(), slots);
+        if read.slots().eq(current.slots()) {
+            return;
+        }
+        tracing::info!(job = %name, slots = read.len(), "item-local slots read");
+        entry.timing = Timing::Items(read);
+        self.reschedule(name, ctx);
+    }
+
+    /// Recomputes a job's next fire from its last handled instant.
+    fn reschedule(&mut self, name: &str, ctx: &mut Context<Self>) {
+        let Some(entry) = self.jobs.get(name) else { return };
+        let next = entry.timing.next_after(entry.from);
+        self.repo.do_send(SetNextRun { job: entry.id, next_run_at: next });
+        self.set_next(name, next);
+        self.tick(ctx);
     }
 }
 
@@ -197,6 +399,10 @@ pub struct RegisterJob {
     pub misfire: MisfirePolicy,
     /// Its supervisor.
     pub supervisor: Addr<JobSupervisor>,
+    /// Item-local scheduling: where the items' zones come from.
+    pub item_zones: Option<ItemZones>,
+    /// The application database, for `item_zones_query`.
+    pub app_db: Option<AppDb>,
 }
 
 impl Handler<RegisterJob> for Scheduler {
@@ -205,16 +411,31 @@ impl Handler<RegisterJob> for Scheduler {
     fn handle(&mut self, msg: RegisterJob, ctx: &mut Context<Self>) -> Self::Result {
         let schedule = Schedule::parse(&msg.job.schedule, &msg.job.timezone)?;
         let now = self.clock.now();
+        let mut zones_query = None;
+        let timing = match msg.item_zones {
+            None => Timing::Job(schedule),
+            Some(ItemZones::All) => Timing::Items(ItemSchedule::every_zone(&schedule)),
+            Some(ItemZones::List(slots)) => Timing::Items(ItemSchedule::new(&schedule, slots)),
+            Some(ItemZones::Query(sql)) => match msg.app_db {
+                // Nothing fires until the query has been read.
+                Some(db) => {
+                    zones_query = Some((sql, db));
+                    Timing::Items(ItemSchedule::new(&schedule, []))
+                }
+                None => {
+                    tracing::error!(job = %msg.job.name,
+                        "item_zones_query needs an application database; scheduling the job in every zone");
+                    Timing::Items(ItemSchedule::every_zone(&schedule))
+                }
+            },
+        };
         // Continue the series from the last handled instant; a new job (or a
         // changed schedule) starts from now.
-        let next = match msg.job.last_scheduled_for {
-            Some(last) => schedule.next_after(last),
-            None => {
-                let n = schedule.next_after(now);
-                self.repo.do_send(SetNextRun { job: msg.job.id, next_run_at: n });
-                n
-            }
-        };
+        let from = msg.job.last_scheduled_for.unwrap_or(now);
+        let next = timing.next_after(from);
+        if msg.job.last_scheduled_for.is_none() {
+            self.repo.do_send(SetNextRun { job: msg.job.id, next_run_at: next });
+        }
         let name = msg.job.name.clone();
         if let Some(old) = self.jobs.remove(&name)
             && let Some(t) = old.next
@@ -225,7 +446,9 @@ impl Handler<RegisterJob> for Scheduler {
             name.clone(),
             Entry {
                 id: msg.job.id,
-                schedule,
+                timing,
+                from,
+                zones_query,
                 misfire: msg.misfire,
                 enabled: msg.job.enabled,
                 next: None,
@@ -237,6 +460,9 @@ impl Handler<RegisterJob> for Scheduler {
         tracing::info!(job = %name, schedule = %msg.job.schedule, timezone = %msg.job.timezone,
             next = ?next.map(|n| n.to_rfc3339()), enabled = msg.job.enabled, "job scheduled");
         self.tick(ctx);
+        if self.jobs.get(&name).is_some_and(|e| e.zones_query.is_some()) {
+            self.refresh_zones(&name, ctx);
+        }
         Ok(next)
     }
 }
@@ -251,6 +477,54 @@ impl Handler<Tick> for Scheduler {
 
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
         self.tick(ctx);
+    }
+}
+
+/// Sent by tests and interfaces: read the slots of every item-local job with
+/// an `item_zones_query` again now (it is read every [`ZONES_REFRESH`] anyway).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RefreshZones;
+
+impl Handler<RefreshZones> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _: RefreshZones, ctx: &mut Context<Self>) {
+        let names: Vec<String> =
+            self.jobs.iter().filter(|(_, e)| e.zones_query.is_some()).map(|(n, _)| n.clone()).collect();
+        for name in names {
+            self.refresh_zones(&name, ctx);
+        }
+    }
+}
+
+/// Sent by interfaces: an item-local job's next `count` fires after `after`,
+/// each with its group's slots. `None` for a job scheduled in one zone (or
+/// unknown here).
+#[derive(Debug, Message)]
+#[rtype(result = "Option<Vec<(DateTime<Utc>, Vec<String>)>>")]
+pub struct UpcomingGroups {
+    /// The job.
+    pub name: String,
+    /// Fires strictly after this instant.
+    pub after: DateTime<Utc>,
+    /// How many.
+    pub count: usize,
+}
+
+impl Handler<UpcomingGroups> for Scheduler {
+    type Result = Option<Vec<(DateTime<Utc>, Vec<String>)>>;
+
+    fn handle(&mut self, msg: UpcomingGroups, _: &mut Context<Self>) -> Self::Result {
+        let Timing::Items(s) = &self.jobs.get(&msg.name)?.timing else { return None };
+        let mut out = Vec::with_capacity(msg.count);
+        let mut at = msg.after;
+        while out.len() < msg.count {
+            let Some(next) = s.next_after(at) else { break };
+            out.push((next, s.group_at(next).iter().map(ToString::to_string).collect()));
+            at = next;
+        }
+        Some(out)
     }
 }
 

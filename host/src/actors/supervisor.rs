@@ -308,7 +308,7 @@ impl JobSupervisor {
                 execution_id: id,
                 job_name: self.job.name.clone(),
                 scheduled_for: req.scheduled_for,
-                timezone: self.job.timezone.clone(),
+                timezone: context_zone(&args).unwrap_or(&self.job.timezone).to_string(),
                 trigger: req.trigger,
                 attempt: u32::try_from(req.attempt).unwrap_or(u32::MAX),
                 args,
@@ -611,6 +611,8 @@ pub struct Fire {
     pub scheduled_for: DateTime<Utc>,
     /// `schedule` or `catch-up`.
     pub trigger: Trigger,
+    /// Run arguments from the schedule (an item-local job's group of zones).
+    pub args: Vec<(String, String)>,
 }
 
 impl Handler<Fire> for JobSupervisor {
@@ -625,7 +627,7 @@ impl Handler<Fire> for JobSupervisor {
             at: None,
             attempt: 1,
             parent: None,
-            args: RunArgs::default(),
+            args: RunArgs { args: msg.args, ..RunArgs::default() },
             done: None,
             created: None,
         };
@@ -689,6 +691,13 @@ impl Handler<RunNow> for JobSupervisor {
             Ok(RunStarted { id, done })
         })
     }
+}
+
+/// The zone an item-local execution's context names: the first of its
+/// group's zones (they all share the local date and time of the instant).
+fn context_zone(args: &RunArgs) -> Option<&str> {
+    let zones = args.args.iter().find(|(k, _)| k == crate::actors::scheduler::ZONES_ARG)?;
+    zones.1.split(',').next().filter(|z| crate::schedule::parse_timezone(z).is_ok())
 }
 
 /// Midnight of a `YYYY-MM-DD` date in `zone` (for `--date` backfills).

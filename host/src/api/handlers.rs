@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{ApiError, ApiState, MAX_JSON_BYTES, MAX_PAGE, security};
+use crate::actors::scheduler::UpcomingGroups;
 use crate::actors::supervisor::{JobSnapshot, LiveProgress};
+use crate::config::ItemZones;
 use crate::model::{ExecutionId, ExecutionRecord, ExecutionStatus, JobRecord, RunArgs};
 use crate::runtime::MAX_COMPONENT_BYTES;
 use crate::schedule::Schedule;
@@ -389,14 +391,26 @@ async fn job_json(state: &ApiState, id: &str) -> Result<Value, ApiError> {
     let running = snap.as_ref().map_or(0, |s| s.running.len());
     let mut v = serde_json::to_value(job_view(&job, last, running, enabled)).map_err(ApiError::internal)?;
     let versions = host.store.job_versions(job.id, VERSIONS).await?;
-    let upcoming: Vec<DateTime<Utc>> = match Schedule::parse(&job.schedule, &job.timezone) {
-        Ok(s) => s.iter_after(host.clock.now()).take(UPCOMING).collect(),
-        Err(_) => Vec::new(),
+    let groups = match &host.scheduler {
+        Some(s) => s
+            .send(UpcomingGroups { name: job.name.clone(), after: host.clock.now(), count: UPCOMING })
+            .await
+            .ok()
+            .flatten(),
+        None => None,
     };
+    let upcoming: Vec<DateTime<Utc>> = match (&groups, Schedule::parse(&job.schedule, &job.timezone)) {
+        (Some(g), _) => g.iter().map(|(at, _)| *at).collect(),
+        (None, Ok(s)) => s.iter_after(host.clock.now()).take(UPCOMING).collect(),
+        (None, Err(_)) => Vec::new(),
+    };
+    let upcoming_groups: Option<Vec<Value>> =
+        groups.map(|g| g.into_iter().map(|(at, zones)| json!({"at": at, "zones": zones})).collect());
     let extra = json!({
         "schedule_source": job.schedule_source.as_str(),
         "versions": versions,
         "upcoming": upcoming,
+        "upcoming_groups": upcoming_groups,
     });
     if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
         m.extend(e);
@@ -440,6 +454,15 @@ async fn job_json(state: &ApiState, id: &str) -> Result<Value, ApiError> {
             }),
         );
         m.insert("configured_schedule".into(), json!({"schedule": c.schedule, "timezone": c.timezone}));
+        let item_zones = match &c.item_zones {
+            None => serde_json::Value::Null,
+            Some(ItemZones::All) => json!({"source": "all"}),
+            Some(ItemZones::List(slots)) => {
+                json!({"source": "list", "slots": slots.iter().map(ToString::to_string).collect::<Vec<_>>()})
+            }
+            Some(ItemZones::Query(sql)) => json!({"source": "query", "query": sql}),
+        };
+        m.insert("item_zones".into(), item_zones);
     }
     Ok(v)
 }

@@ -67,6 +67,9 @@ mod describe;
 mod parse;
 #[cfg(test)]
 mod tests;
+mod zoned;
+
+pub use zoned::{ItemSchedule, LocalSlot};
 
 /// Expressions longer than this are rejected before any parsing: no sensible
 /// crontab line is this long and it bounds the work done on hostile input.
@@ -155,6 +158,8 @@ pub enum ScheduleError {
     NeverFires(String),
     #[error("unknown time zone {0:?} (expected an IANA name such as Europe/London)")]
     UnknownTimeZone(String),
+    #[error("invalid local time {0:?} (expected HH:MM, 00:00-23:59)")]
+    InvalidLocalTime(String),
 }
 
 /// Parses an IANA zone name ("UTC", "Asia/Tokyo"), with a clear error naming the zone.
@@ -354,6 +359,27 @@ impl Schedule {
     /// back to the expression itself.
     pub fn describe(&self) -> String {
         describe::describe(&self.fields).unwrap_or_else(|| self.expression.clone())
+    }
+
+    /// The same schedule at one fixed local time of day: the hour and minute
+    /// fields become `hour` and `minute` (seconds 0); the day, month and
+    /// weekday fields are kept. Used for per-item delivery times.
+    pub fn at_local_time(&self, hour: u8, minute: u8) -> Schedule {
+        let mut fields = self.fields;
+        fields.hours = 1 << hour.min(23);
+        fields.minutes = 1 << minute.min(59);
+        fields.seconds = 1;
+        fields.wildcard_hour = false;
+        Schedule {
+            expression: format!("{} at {hour:02}:{minute:02}", self.expression),
+            timezone: self.timezone,
+            fields,
+        }
+    }
+
+    /// The same expression in another zone.
+    pub fn in_zone(&self, timezone: Tz) -> Schedule {
+        Schedule { expression: self.expression.clone(), timezone, fields: self.fields }
     }
 
     /// Iterator of successive fire instants strictly after `after`.

@@ -180,6 +180,22 @@ pub async fn finished_executions(store: &Store, job: &str, n: usize) -> Vec<Exec
     .await
 }
 
+/// Waits (at most 30 s) for the next `ExecutionFinished` event: sent once the
+/// supervisor is free for the next fire (the row is final a moment before).
+pub async fn finished_event(events: &mut tokio::sync::broadcast::Receiver<sundial::events::Event>) {
+    loop {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(30), events.recv())
+            .await
+            .expect("an execution finished within 30 s");
+        match e {
+            Ok(sundial::events::Event::ExecutionFinished { .. }) => return,
+            // Progress events overran the receiver; the finish is the newest.
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(e) => panic!("events: {e}"),
+        }
+    }
+}
+
 /// sha256 of a file, as the host records it.
 pub fn digest(path: &Path) -> String {
     use sha2::Digest;

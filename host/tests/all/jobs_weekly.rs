@@ -184,6 +184,56 @@ async fn hourly_fires_report_every_zone_once() {
 }
 
 #[actix_rt::test]
+async fn in_each_users_local_time_it_runs_once_per_zone_group_instead_of_hourly() {
+    let env = Env::new(&["weekly-report"]).clock("2026-11-22T11:30:00Z").config(
+        r#"[jobs.weekly-report]
+           database = "read-write"
+           schedule = "0 3 * * MON"
+           item_zones_query = "SELECT DISTINCT timezone FROM users WHERE withdrawn_at IS NULL""#,
+    );
+    fixture(&env);
+    let host = env.host(true).await;
+    let scheduler = host.scheduler.as_ref().unwrap();
+    let next = || async {
+        let fires = scheduler.send(sundial::actors::scheduler::GetNextFires).await.unwrap();
+        fires.into_iter().find_map(|(n, next, _)| (n == "weekly-report").then_some(next).flatten())
+    };
+    eventually("the zones to be read", || async { next().await }).await;
+    let mut events = host.subscribe();
+    let mut fired = 0;
+    while let Some(at) = next().await.filter(|at| *at <= t("2026-11-23T14:00:00Z")) {
+        env.clock.as_ref().unwrap().set(at);
+        scheduler.send(Tick).await.unwrap();
+        fired += 1;
+        finished_event(&mut events).await;
+    }
+    let runs = finished_executions(&host.store, "weekly-report", fired).await;
+    let mut by_instant: Vec<(String, String, i64)> = runs
+        .iter()
+        .map(|e| {
+            let zones = e.args.args.iter().find(|(k, _)| k == "sundial.zones").map(|(_, v)| v.clone()).unwrap();
+            (e.scheduled_for.to_rfc3339(), zones, e.changed)
+        })
+        .collect();
+    by_instant.sort();
+    // Four zones, four executions at their own Monday 03:00 (FREE users'
+    // Tokyo run lists only the PAID one); no hourly polling.
+    assert_eq!(
+        by_instant,
+        vec![
+            ("2026-11-22T18:00:00+00:00".to_string(), "Asia/Tokyo".to_string(), 1),
+            ("2026-11-22T21:15:00+00:00".to_string(), "Asia/Kathmandu".to_string(), 1),
+            ("2026-11-23T03:00:00+00:00".to_string(), "Europe/London".to_string(), 1),
+            ("2026-11-23T11:00:00+00:00".to_string(), "America/Los_Angeles".to_string(), 1),
+        ]
+    );
+    assert!(runs.iter().all(|e| e.status == ExecutionStatus::Succeeded && e.items_total == 1), "{runs:?}");
+    assert_eq!(users_reported(&env), vec![1, 2, 5, 7]);
+    assert_eq!(reports(&env)[0], aiko());
+    host.stop().await;
+}
+
+#[actix_rt::test]
 async fn date_reports_every_zone_as_of_that_monday() {
     let env = env("2026-11-25T09:00:00Z");
     fixture(&env);

@@ -13,6 +13,8 @@
 //! - `scheduling`: fires from a manual clock, exactly once per instant,
 //!   restarts, crash recovery, overlap, retries.
 //! - `limits`: concurrency limits (host-wide and per job) and priorities.
+//! - `local_time`: item-local schedules: one execution per group of zones at
+//!   the users' local time, per-user delivery times, DST.
 //! - `items`: the per-item loop: isolation, rollback, limit, dry run.
 //! - `cli`: the `sundial` binary as an operator uses it.
 //! - `authoring`: a job author's loop: `sundial new`, `build`, `run --component`,
@@ -56,6 +58,7 @@ mod jobs_recommendation;
 mod jobs_snapshot;
 mod jobs_weekly;
 mod limits;
+mod local_time;
 mod notify;
 mod otlp;
 mod postgres;

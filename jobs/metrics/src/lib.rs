@@ -18,6 +18,10 @@
 //! - **Write**: an upsert on `(user_id, metrics_date)`; a row whose values
 //!   are already right is left untouched and counts as unchanged, so a second
 //!   run at the same instant reports 0 changed.
+//! - **In each user's local time**: with `item_zones_query` the host runs the
+//!   job once per group of zones reaching the scheduled local time (02:00)
+//!   together; each run lists only its group's users (`ctx.zones()`), whose
+//!   metrics date is their local today.
 //! - A user with an unknown time zone or unreadable workout times fails
 //!   alone, with the reason; the others go on.
 
@@ -25,7 +29,7 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use sundial_guest::time::LocalDateTime;
-use sundial_guest::{Context, Date, Item, ItemJob, JobError, JobInfo, Outcome, Page, db, time};
+use sundial_guest::{Context, Date, Item, ItemJob, JobError, JobInfo, Outcome, Page, Value, db, time};
 
 struct Metrics;
 
@@ -36,9 +40,7 @@ const LIST: &str = "\
     SELECT u.id, u.timezone FROM users u \
     WHERE u.id > $1 AND u.withdrawn_at IS NULL \
       AND EXISTS (SELECT 1 FROM workouts w WHERE w.user_id = u.id AND w.status IN ('completed', 'partial') \
-                  AND w.finalized_at > $2 AND w.finalized_at <= $3) \
-    ORDER BY u.id \
-    LIMIT $4";
+                  AND w.finalized_at > $2 AND w.finalized_at <= $3)";
 
 const WORKOUTS: &str = "\
     SELECT finalized_at, duration_minutes FROM workouts \
@@ -72,11 +74,21 @@ impl ItemJob for Metrics {
     fn items(ctx: &Context, cursor: Option<&str>) -> Result<Page, JobError> {
         let after = Page::after_id(cursor)?;
         let run = RunConsts::get(ctx)?;
-        let rows = db::query(
-            LIST,
-            &[after.into(), run.since_30d.as_str().into(), run.until.as_str().into(), (PAGE as i64).into()],
-        )?;
-        Ok(Page::from_rows(rows, PAGE))
+        let mut sql = String::from(LIST);
+        let mut params: Vec<Value> =
+            vec![after.into(), run.since_30d.as_str().into(), run.until.as_str().into(), (PAGE as i64).into()];
+        if let Some(zones) = ctx.zones() {
+            let marks: Vec<String> = zones
+                .iter()
+                .map(|z| {
+                    params.push((*z).into());
+                    format!("${}", params.len())
+                })
+                .collect();
+            sql.push_str(&format!(" AND u.timezone IN ({})", marks.join(", ")));
+        }
+        sql.push_str(" ORDER BY u.id LIMIT $4");
+        Ok(Page::from_rows(db::query(&sql, &params)?, PAGE))
     }
 
     fn run_item(ctx: &Context, item: &Item) -> Result<Outcome, JobError> {

@@ -23,6 +23,10 @@
 //!   `steady`: this week against the earlier mean, ±0.5).
 //! - **Idempotent** on `(user_id, week_start)`: a user whose report exists
 //!   (the next hourly run inside the window) succeeds with nothing changed.
+//! - **In each user's local time**: with `schedule = "0 3 * * MON"` and
+//!   `item_zones_query = "SELECT DISTINCT timezone FROM users"` the host runs
+//!   the job once per group of zones reaching Monday 03:00 together, instead
+//!   of hourly; each run lists only its group's users (`ctx.zones()`).
 //! - **`--date D`** acts as if it were `D` 03:00 local for every user: all
 //!   active TRIAL/PAID users are listed, for the week starting `D − 7`. `D`
 //!   must be a Monday, else the run fails saying so.
@@ -188,7 +192,7 @@ impl RunConsts {
                     (Some(monday.add_days(-7)), None)
                 }
                 None => {
-                    let (monday, zones) = zones_in_window(ctx.scheduled_for())?;
+                    let (monday, zones) = zones_in_window(ctx.scheduled_for(), ctx.zones())?;
                     (monday.map(|m| m.add_days(-7)), Some(zones))
                 }
             };
@@ -215,14 +219,22 @@ impl RunConsts {
     }
 }
 
-/// The zones of `users` whose local time at `instant` is Monday 03:00–05:59,
-/// and that Monday (the same date in every such zone: their clocks are all
-/// within three hours of each other).
-fn zones_in_window(instant: i64) -> Result<(Option<Date>, Vec<String>), JobError> {
+/// The zones of `users` — or of the execution's group, when the host runs
+/// the job in its users' local time (`item_zones_query`) — whose local time
+/// at `instant` is Monday 03:00–05:59, and that Monday (the same date in
+/// every such zone: their clocks are all within three hours of each other).
+fn zones_in_window(instant: i64, group: Option<Vec<&str>>) -> Result<(Option<Date>, Vec<String>), JobError> {
     let mut monday = None;
     let mut zones = Vec::new();
-    for row in db::query("SELECT DISTINCT timezone FROM users", &[])? {
-        let Some(zone) = row.str(0) else { continue };
+    let candidates: Vec<String> = match group {
+        Some(group) => group.into_iter().map(str::to_string).collect(),
+        None => db::query("SELECT DISTINCT timezone FROM users", &[])?
+            .into_iter()
+            .filter_map(|row| row.str(0).map(str::to_string))
+            .collect(),
+    };
+    for zone in &candidates {
+        let zone = zone.as_str();
         match time::to_local(instant, zone) {
             Ok(l) if l.weekday == 1 && (WINDOW_START_HOUR..WINDOW_END_HOUR).contains(&l.hour) => {
                 monday = Some(Date::new(l.year, l.month, l.day));

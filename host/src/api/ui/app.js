@@ -511,18 +511,28 @@
       definitionList([
         ['In words', job.schedule_text || '—'],
         ['Expression', code(job.schedule)],
-        ['Time zone', job.timezone],
+        ['Time zone', job.item_zones ? itemZonesText(job.item_zones) : job.timezone],
         ['Source', fromApi ? 'set through the API (overrides the configuration)' : job.schedule_source],
         fromApi && job.configured_schedule && ['Configured',
           [code(job.configured_schedule.schedule), ` in ${job.configured_schedule.timezone}`]],
         job.missed_fires > 0 && ['Missed fires', fmtNumber(job.missed_fires)],
       ]),
       h('h3', null, 'Upcoming'),
-      (job.upcoming || []).length
+      job.upcoming_groups && job.upcoming_groups.length
+        ? h('ul', { class: 'plain-list', id: 'upcoming-groups' }, job.upcoming_groups.map((g) =>
+          h('li', null, h('span', { class: 'when-local' }, `${fmtDate(g.at, 'full')} (your time)`), ' · ',
+            g.zones.join(', '), ' ', relTime(g.at))))
+        : (job.upcoming || []).length
         ? h('ul', { class: 'plain-list' }, job.upcoming.map((at) => h('li', null, bothZones(at, job.timezone))))
         : h('p', { class: 'empty' }, job.enabled ? 'It never fires.' : 'Disabled: nothing upcoming.'),
       fromApi && button('Reset to configured', { id: 'schedule-reset', class: 'secondary' }, (btn) => resetSchedule(btn, state)),
     ];
+  }
+
+  function itemZonesText(z) {
+    if (z.source === 'all') return "each item's own (every zone)";
+    if (z.source === 'list') return `each item's own: ${z.slots.join(', ')}`;
+    return ["each item's own, read by ", code(z.query)];
   }
 
   function resetSchedule(btn, state) {
