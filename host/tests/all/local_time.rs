@@ -320,3 +320,29 @@ async fn one_catch_up_after_an_outage_runs_every_missed_group() {
     assert_eq!(next_fire(&host).await, Some(t("2026-01-10T17:00:00Z")), "Tokyo next");
     host.stop().await;
 }
+
+#[actix_rt::test]
+async fn the_job_detail_shows_the_zones_and_the_upcoming_groups() {
+    let env = Env::new(&["local-visits"]).clock("2026-01-10T00:00:00Z").config(
+        r#"[jobs.local-visits]
+           database = "read-write"
+           item_zones = ["Asia/Tokyo", "Asia/Seoul", "Europe/London@07:30"]"#,
+    );
+    app_tables(&env, &[]);
+    let api = crate::api::Api::start(&env, true).await;
+    let job = api.get("/api/scheduler/jobs/local-visits").await;
+    assert_eq!(
+        job["item_zones"],
+        serde_json::json!({"source": "list", "slots": ["Asia/Tokyo", "Asia/Seoul", "Europe/London@07:30"]})
+    );
+    assert_eq!(
+        job["upcoming_groups"][0],
+        serde_json::json!({"at": "2026-01-10T07:30:00Z", "zones": ["Europe/London@07:30"]})
+    );
+    assert_eq!(
+        job["upcoming_groups"][1],
+        serde_json::json!({"at": "2026-01-10T17:00:00Z", "zones": ["Asia/Seoul", "Asia/Tokyo"]})
+    );
+    assert_eq!(job["upcoming"][0], "2026-01-10T07:30:00Z");
+    api.stop().await;
+}
