@@ -157,7 +157,9 @@ fn main() {
         // the window's edges cut a local day: count users with fewer than 2.
         let short: i64 = conn
             .query_row(
-                "SELECT count(*) FROM users u WHERE (SELECT count(*) FROM visits v WHERE v.user_id = u.id) < 2",
+                "SELECT count(*) FROM users u \
+                 LEFT JOIN (SELECT user_id, count(*) AS n FROM visits GROUP BY user_id) v ON v.user_id = u.id \
+                 WHERE COALESCE(v.n, 0) < 2",
                 [],
                 |r| r.get(0),
             )
