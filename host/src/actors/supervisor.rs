@@ -67,7 +67,9 @@ pub struct JobSupervisor {
     finishing: std::collections::HashSet<ExecutionId>,
     /// Runs that passed the gate but have no row yet.
     starting: usize,
-    queued: Option<StartRequest>,
+    /// Runs waiting for the one in flight: at most one under `queue-one`;
+    /// for an item-local job, every group's fire (each is for other users).
+    queued: std::collections::VecDeque<StartRequest>,
     /// Set by [`Drain`]: the host is stopping, nothing new starts.
     draining: bool,
 }
@@ -135,7 +137,7 @@ impl JobSupervisor {
             waiting: HashMap::new(),
             finishing: Default::default(),
             starting: 0,
-            queued: None,
+            queued: Default::default(),
             draining: false,
         }
     }
@@ -203,10 +205,19 @@ impl JobSupervisor {
             return Err(RunRejected::Stopping);
         }
         if let Some(active) = self.busy() {
+            // An item-local job's groups are different users, not a repeat of
+            // the run in flight: each waits its turn.
+            let group = self.config.item_zones.is_some() && req.trigger != Trigger::Manual;
             match self.config.overlap {
                 OverlapPolicy::Allow => {}
-                OverlapPolicy::QueueOne if self.queued.is_none() => {
-                    self.queued = Some(req);
+                _ if group && self.queued.len() < MAX_QUEUED_GROUPS => {
+                    tracing::info!(job = %self.job.name, scheduled_for = %req.scheduled_for,
+                        "a group of zones waits for the run in flight");
+                    self.queued.push_back(req);
+                    return Ok(None);
+                }
+                OverlapPolicy::QueueOne if self.queued.is_empty() => {
+                    self.queued.push_back(req);
                     return Ok(None);
                 }
                 OverlapPolicy::Skip | OverlapPolicy::QueueOne => {
@@ -486,7 +497,7 @@ impl JobSupervisor {
 
     fn start_queued(&mut self, ctx: &mut Context<Self>) {
         if self.busy().is_none()
-            && let Some(next) = self.queued.take()
+            && let Some(next) = self.queued.pop_front()
         {
             self.start(next, ctx);
         }
@@ -693,6 +704,10 @@ impl Handler<RunNow> for JobSupervisor {
     }
 }
 
+/// At most this many fires of an item-local job's groups wait for the run
+/// in flight; more are skipped (recorded) like any overlapping fire.
+const MAX_QUEUED_GROUPS: usize = 256;
+
 /// The zone an item-local execution's context names: the first of its
 /// group's zones (they all share the local date and time of the instant).
 fn context_zone(args: &RunArgs) -> Option<&str> {
@@ -867,8 +882,14 @@ impl Handler<Drain> for JobSupervisor {
         }
         if !self.draining {
             self.draining = true;
-            if let Some(q) = self.queued.take() {
-                tracing::info!(job = %self.job.name, trigger = %q.trigger, "queued run dropped: the host is stopping");
+            for q in self.queued.drain(..) {
+                let zones = q.args.args.iter().find(|(k, _)| k == crate::actors::scheduler::ZONES_ARG);
+                match zones {
+                    Some((_, zones)) => tracing::warn!(job = %self.job.name, scheduled_for = %q.scheduled_for,
+                        %zones, "queued run dropped: the host is stopping; run it with --arg sundial.zones=<zones>"),
+                    None => tracing::info!(job = %self.job.name, trigger = %q.trigger,
+                        "queued run dropped: the host is stopping"),
+                }
             }
         }
         let mut running: Vec<ExecutionId> = self.active.keys().copied().collect();

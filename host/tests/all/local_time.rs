@@ -346,3 +346,32 @@ async fn the_job_detail_shows_the_zones_and_the_upcoming_groups() {
     assert_eq!(job["upcoming"][0], "2026-01-10T07:30:00Z");
     api.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_group_that_fires_while_another_runs_waits_instead_of_being_skipped() {
+    let env = Env::new(&["local-visits"]).clock("2026-01-10T00:00:00Z").config(
+        r#"[jobs.local-visits]
+           database = "read-write"
+           item_zones = ["Asia/Tokyo", "Australia/Adelaide"]
+           args = { delay_ms = "400" }"#,
+    );
+    app_tables(&env, &[("Australia/Adelaide", None), ("Australia/Adelaide", None), ("Asia/Tokyo", None)]);
+    let host = env.host(true).await;
+    let scheduler = host.scheduler.as_ref().unwrap();
+    // Adelaide's 02:00 (+10:30) and, while its run is still going, Tokyo's.
+    env.clock.as_ref().unwrap().set(t("2026-01-10T15:30:00.001Z"));
+    scheduler.send(Tick).await.unwrap();
+    eventually("Adelaide's run to start", || async {
+        let runs = host.store.list_executions("local-visits", 10, None).await.unwrap();
+        runs.iter().any(|r| r.status == ExecutionStatus::Running).then_some(())
+    })
+    .await;
+    env.clock.as_ref().unwrap().set(t("2026-01-10T17:00:00.001Z"));
+    scheduler.send(Tick).await.unwrap();
+    let runs = finished_executions(&host.store, "local-visits", 2).await;
+    assert!(runs.iter().all(|r| r.status == ExecutionStatus::Succeeded), "{runs:?}");
+    let zones: Vec<String> = runs.iter().map(|r| r.args.args[0].1.clone()).collect();
+    assert_eq!(zones, ["Australia/Adelaide", "Asia/Tokyo"]);
+    assert_eq!(visits(&env).len(), 3, "every user reached");
+    host.stop().await;
+}

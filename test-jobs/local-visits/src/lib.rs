@@ -3,7 +3,8 @@
 //! or `(timezone, delivery_time)` in [`Context::slots`] when users chose
 //! their own time; every user when neither is given — and records each in
 //! `visits` (created by the test) with the user's local date and time of the
-//! scheduled instant and the execution that did it.
+//! scheduled instant and the execution that did it, after `delay_ms`
+//! (argument, default 0).
 
 use sundial_guest::{Context, Item, ItemJob, JobError, JobInfo, Outcome, Page, Value, db, time};
 
@@ -45,6 +46,10 @@ impl ItemJob for LocalVisits {
     fn run_item(ctx: &Context, item: &Item) -> Result<Outcome, JobError> {
         let id = item.get(0).as_i64().ok_or_else(|| JobError::fatal("no id"))?;
         let zone = item.get(1).as_str().ok_or_else(|| JobError::fatal("no time zone"))?;
+        let delay: u64 = ctx.arg("delay_ms").and_then(|d| d.parse().ok()).unwrap_or(0);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+        }
         let local = time::to_local(ctx.scheduled_for(), zone).map_err(JobError::fatal)?;
         db::execute(
             "INSERT INTO visits (user_id, local_date, local_time, execution_id) VALUES ($1, $2, $3, $4)",
