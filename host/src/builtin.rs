@@ -163,8 +163,100 @@ impl NativeJob for Backup {
 /// counts and deletes nothing.
 #[derive(Debug, Clone)]
 pub struct Retention {
-    /// Sundial's database file.
-    pub database: PathBuf,
+    /// Sundial's database.
+    pub database: RetentionTarget,
+}
+
+/// Where Sundial's tables are, for [`Retention`].
+#[derive(Clone)]
+pub enum RetentionTarget {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A Postgres database (its URL; never shown, it may hold a password).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for RetentionTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetentionTarget::Sqlite(p) => write!(f, "{}", p.display()),
+            RetentionTarget::Postgres(url) => f.write_str(&crate::store::redact_url(url)),
+        }
+    }
+}
+
+/// A Postgres error with the server's message (the client's own says only "db error").
+fn pg(e: postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// One connection to Sundial's database for [`Retention`]. Statements are
+/// written for SQLite (`?1`, a text instant); on Postgres the parameter is
+/// read as `timestamptz` and booleans are booleans.
+enum RetentionDb {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<postgres::Client>),
+}
+
+impl RetentionDb {
+    fn open(target: &RetentionTarget) -> Result<RetentionDb, String> {
+        match target {
+            RetentionTarget::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+                conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| e.to_string())?;
+                conn.execute_batch("PRAGMA foreign_keys = ON").map_err(|e| e.to_string())?;
+                Ok(RetentionDb::Sqlite(conn))
+            }
+            RetentionTarget::Postgres(url) => {
+                postgres::Client::connect(url, postgres::NoTls).map(|c| RetentionDb::Postgres(Box::new(c))).map_err(pg)
+            }
+        }
+    }
+
+    fn pg(sql: &str) -> String {
+        sql.replace("?1", "$1::text::timestamptz").replace("logs_truncated = 0", "logs_truncated = FALSE")
+    }
+
+    fn count(&mut self, sql: &str, at: &str) -> Result<i64, String> {
+        match self {
+            RetentionDb::Sqlite(c) => c.query_row(sql, [at], |r| r.get(0)).map_err(|e| e.to_string()),
+            RetentionDb::Postgres(c) => {
+                c.query_one(&RetentionDb::pg(sql), &[&at]).and_then(|r| r.try_get(0)).map_err(pg)
+            }
+        }
+    }
+
+    fn execute(&mut self, sql: &str, at: &str) -> Result<u64, String> {
+        match self {
+            RetentionDb::Sqlite(c) => c.execute(sql, [at]).map(|n| n as u64).map_err(|e| e.to_string()),
+            RetentionDb::Postgres(c) => c.execute(&RetentionDb::pg(sql), &[&at]).map_err(pg),
+        }
+    }
+
+    /// Runs the statements in one transaction; returns the last one's count.
+    fn batch(&mut self, statements: &[&str], at: &str) -> Result<u64, String> {
+        let mut n = 0;
+        match self {
+            RetentionDb::Sqlite(c) => {
+                let tx = c.transaction().map_err(|e| e.to_string())?;
+                for sql in statements {
+                    n = tx.execute(sql, [at]).map_err(|e| e.to_string())? as u64;
+                }
+                tx.commit().map_err(|e| e.to_string())?;
+            }
+            RetentionDb::Postgres(c) => {
+                let mut tx = c.transaction().map_err(pg)?;
+                for sql in statements {
+                    n = tx.execute(&RetentionDb::pg(sql), &[&at]).map_err(pg)?;
+                }
+                tx.commit().map_err(pg)?;
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// Rows deleted per transaction.
@@ -203,17 +295,14 @@ impl NativeJob for Retention {
         let at = ctx.run.scheduled_for;
         let cutoff = crate::store::ts(at - TimeDelta::days(days));
         let log_cutoff = crate::store::ts(at - TimeDelta::days(log_days));
-        let db = |e: rusqlite::Error| NativeError::Retryable(format!("retention on {}: {e}", self.database.display()));
-        let mut conn = rusqlite::Connection::open(&self.database).map_err(db)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(db)?;
-        conn.execute_batch("PRAGMA foreign_keys = ON").map_err(db)?;
+        let target = &self.database;
+        let db = |e: String| NativeError::Retryable(format!("retention on {target:?}: {e}"));
+        let mut conn = RetentionDb::open(target).map_err(db)?;
         // Finished rows only: a running or queued execution is never touched.
         const OLD: &str = "SELECT id FROM job_executions WHERE completed_at IS NOT NULL AND completed_at < ?1";
         if ctx.dry_run() {
-            let count = |sql: &str, at: &str| -> Result<i64, NativeError> {
-                conn.query_row(sql, [at], |r| r.get(0)).map_err(db)
-            };
-            let executions = count(&format!("SELECT count(*) FROM ({OLD})"), &cutoff)?;
+            let mut count = |sql: &str, at: &str| -> Result<i64, NativeError> { conn.count(sql, at).map_err(db) };
+            let executions = count(&format!("SELECT count(*) FROM ({OLD}) AS old"), &cutoff)?;
             let logs = count(
                 "SELECT count(*) FROM job_executions WHERE completed_at IS NOT NULL AND completed_at < ?1 AND logs != ''",
                 &log_cutoff,
@@ -231,18 +320,12 @@ impl NativeJob for Retention {
             if ctx.should_stop() {
                 return Err(NativeError::Retryable(format!("stopped after deleting {deleted} executions")));
             }
-            let tx = conn.transaction().map_err(db)?;
             let victims = format!("{OLD} ORDER BY id LIMIT {RETENTION_BATCH}");
             // Retries point at their first attempt: let a kept retry outlive it.
-            tx.execute(
-                &format!("UPDATE job_executions SET parent_id = NULL WHERE parent_id IN ({victims})"),
-                [&cutoff],
-            )
-            .map_err(db)?;
-            let n =
-                tx.execute(&format!("DELETE FROM job_executions WHERE id IN ({victims})"), [&cutoff]).map_err(db)?;
-            tx.commit().map_err(db)?;
-            deleted += n as u64;
+            let orphan = format!("UPDATE job_executions SET parent_id = NULL WHERE parent_id IN ({victims})");
+            let delete = format!("DELETE FROM job_executions WHERE id IN ({victims})");
+            let n = conn.batch(&[&orphan, &delete], &cutoff).map_err(db)?;
+            deleted += n;
             if (n as i64) < RETENTION_BATCH {
                 break;
             }
@@ -262,10 +345,10 @@ impl NativeJob for Retention {
                            WHERE completed_at IS NOT NULL AND completed_at < ?1 AND logs != ''
                            ORDER BY id LIMIT {RETENTION_BATCH})"
                     ),
-                    [&log_cutoff],
+                    &log_cutoff,
                 )
                 .map_err(db)?;
-            emptied += n as u64;
+            emptied += n;
             if (n as i64) < RETENTION_BATCH {
                 break;
             }

@@ -268,11 +268,17 @@ impl Host {
             }
             native.push(Arc::new(crate::builtin::Backup::new(files, options.config.base_dir.clone())));
         }
-        if options.config.jobs.contains_key("retention")
-            && !native.iter().any(|n| n.info().name == "retention")
-            && let Ok(database) = crate::store::appdb::sqlite_path(&options.database_url())
-        {
-            native.push(Arc::new(crate::builtin::Retention { database }));
+        if options.config.jobs.contains_key("retention") && !native.iter().any(|n| n.info().name == "retention") {
+            let url = options.database_url();
+            let database = if crate::store::is_postgres_url(&url) {
+                Some(crate::builtin::RetentionTarget::Postgres(url))
+            } else {
+                crate::store::appdb::sqlite_path(&url).ok().map(crate::builtin::RetentionTarget::Sqlite)
+            };
+            match database {
+                Some(database) => native.push(Arc::new(crate::builtin::Retention { database })),
+                None => tracing::error!("the retention job needs Sundial's database as a file or on Postgres"),
+            }
         }
         let slots = options.config.max_running.map(|n| crate::slots::Slots::new(n as usize));
         let loader = Loader::new(LoaderSetup {

@@ -27,7 +27,7 @@ async fn backup_copies_the_database_and_prunes_old_copies() {
 
     let dry = host.run_now("backup", RunArgs { dry_run: true, ..RunArgs::default() }).await.unwrap();
     assert_eq!(dry.status, ExecutionStatus::Succeeded, "{dry:?}");
-    let summary = dry.summary.unwrap();
+    let summary = dry.summary.clone().unwrap_or_else(|| panic!("{dry:?}"));
     assert!(summary.contains("would copy 1 database") && summary.contains("would delete 1 copies"), "{summary}");
     assert_eq!(std::fs::read_dir(&bk).unwrap().count(), 3, "a dry run touches nothing");
 
@@ -78,40 +78,35 @@ async fn retention_deletes_old_history_and_keeps_the_rest() {
     }
     let partial = host.run_now("flaky-items", RunArgs::default()).await.unwrap();
     assert_eq!(partial.status, ExecutionStatus::Partial);
-    let db = rusqlite::Connection::open(env.path().join("sundial.db")).unwrap();
-    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    // Sundial's own tables, on whichever backend this run uses.
+    let db = SundialSql::open(&env).await;
     // Age the history: two faulty runs (one a retry of the other) and the
     // item run 40 days old, the third faulty run 10 days old.
-    db.execute_batch(
+    db.batch(
         "UPDATE job_executions SET completed_at = '2026-10-13T00:00:00.000Z' WHERE id IN (1, 2, 4);
          UPDATE job_executions SET parent_id = 1 WHERE id = 2;
          UPDATE job_executions SET completed_at = '2026-11-12T00:00:00.000Z', logs = 'old log' WHERE id = 3;",
     )
-    .unwrap();
-    assert!(count("SELECT count(*) FROM execution_items WHERE execution_id = 4") > 0);
+    .await;
+    let count = |sql: &'static str| db.int(sql);
+    assert!(count("SELECT count(*) FROM execution_items WHERE execution_id = 4").await > 0);
 
     let dry = host.run_now("retention", RunArgs { dry_run: true, ..RunArgs::default() }).await.unwrap();
-    let summary = dry.summary.unwrap();
+    let summary = dry.summary.clone().unwrap_or_else(|| panic!("{dry:?}"));
     assert!(summary.contains("would delete 3 executions older than 30 days"), "{summary}");
-    assert_eq!(count("SELECT count(*) FROM job_executions WHERE id <= 4"), 4, "a dry run deletes nothing");
+    assert_eq!(count("SELECT count(*) FROM job_executions WHERE id <= 4").await, 4, "a dry run deletes nothing");
 
     let r = host.run_now("retention", RunArgs::default()).await.unwrap();
     assert_eq!(r.status, ExecutionStatus::Succeeded, "{r:?}");
     assert!(r.summary.as_deref().unwrap().starts_with("deleted 3 executions"), "{r:?}");
-    let left: Vec<i64> = db
-        .prepare("SELECT id FROM job_executions WHERE id <= 4 ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let left = db.ints("SELECT id FROM job_executions WHERE id <= 4 ORDER BY id").await;
     assert_eq!(left, [3]);
-    let logs: String = db.query_row("SELECT logs FROM job_executions WHERE id = 3", [], |r| r.get(0)).unwrap();
+    let logs = db.text("SELECT logs FROM job_executions WHERE id = 3").await;
     assert_eq!(logs, "", "logs older than 7 days are emptied, the row kept");
-    assert_eq!(count("SELECT count(*) FROM execution_items WHERE execution_id = 4"), 0, "its items went with it");
+    assert_eq!(count("SELECT count(*) FROM execution_items WHERE execution_id = 4").await, 0, "its items went with it");
     // The retention runs themselves are recorded like any job's.
     assert_eq!(
-        count("SELECT count(*) FROM job_executions e JOIN jobs j ON j.id = e.job_id WHERE j.name = 'retention'"),
+        count("SELECT count(*) FROM job_executions e JOIN jobs j ON j.id = e.job_id WHERE j.name = 'retention'").await,
         2
     );
 }

@@ -56,12 +56,15 @@ async fn shutdown_lets_a_running_execution_finish_within_the_grace_period() {
     assert_eq!((done.status, done.items_ok), (ExecutionStatus::Succeeded, 30));
     let db = env.path().join("sundial.db");
     assert_eq!(count(&db, "SELECT count(*) FROM visits"), 30);
+    let store = sundial::store::Store::open(&env.db_url()).await.unwrap();
+    let runs = store.list_executions("slow-items", 10, None).await.unwrap();
+    assert_eq!(runs.len(), 1, "nothing else started");
     assert_eq!(
-        count(&db, "SELECT count(*) FROM job_executions WHERE status = 'succeeded' AND items_ok = 30"),
-        1,
+        (runs[0].status, runs[0].items_ok),
+        (ExecutionStatus::Succeeded, 30),
         "the finished execution is recorded before the store closes"
     );
-    assert_eq!(count(&db, "SELECT count(*) FROM job_executions"), 1, "nothing else started");
+    store.close().await;
 }
 
 /// A run that outlasts the grace period is cancelled, recorded `cancelled`
@@ -82,13 +85,11 @@ async fn shutdown_cancels_what_outlasts_the_grace_period() {
     assert_eq!(report.cancelled, vec![started.id]);
     assert!(report.abandoned.is_empty());
     let db = env.path().join("sundial.db");
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let (status, message, ok): (String, String, i64) = conn
-        .query_row("SELECT status, error_message, items_ok FROM job_executions WHERE id = ?1", [started.id.0], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .unwrap();
-    assert_eq!(status, "cancelled");
+    let store = sundial::store::Store::open(&env.db_url()).await.unwrap();
+    let e = store.get_execution(started.id).await.unwrap().unwrap();
+    store.close().await;
+    let (status, message, ok) = (e.status, e.error_message.unwrap_or_default(), e.items_ok);
+    assert_eq!(status, ExecutionStatus::Cancelled);
     assert!(message.contains("host stopped"), "{message}");
     let visits = count(&db, "SELECT count(*) FROM visits");
     assert!(visits > 0 && visits < 200, "part-way: {visits}");

@@ -4,16 +4,79 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use sqlx::Connection as _;
 use sundial::clock::{Clock, ManualClock};
 use sundial::config::Config;
 use sundial::host::{Host, HostOptions};
 use sundial::model::ExecutionRecord;
 use sundial::store::Store;
 use tempfile::TempDir;
+
+/// The server's URL.
+pub fn server_url() -> String {
+    std::env::var("SUNDIAL_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A database of the test's own, dropped when this is dropped.
+pub struct PgDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn new() -> PgDatabase {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let server = server_url();
+        let name = format!("sundial_t{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("these tests need Postgres at {server} (SUNDIAL_TEST_POSTGRES_URL): {e}"));
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+        admin.close().await.unwrap();
+        let (base, _) = server.rsplit_once('/').unwrap();
+        PgDatabase { url: format!("{base}/{name}"), name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Blocking, outside any runtime: connections still open are ended.
+        let (server, name) = (server_url(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&server).await {
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A database of the test's own, from synchronous code.
+pub fn new_database() -> PgDatabase {
+    std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(PgDatabase::new())
+    })
+    .join()
+    .unwrap()
+}
+
+/// Whether Sundial's own tables are on Postgres in this run
+/// (`SUNDIAL_TEST_STORE=postgres`; the application data stays in the
+/// environment's SQLite file). Tests of SQLite-only behaviour return early.
+pub fn store_on_postgres() -> bool {
+    std::env::var("SUNDIAL_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -62,9 +125,11 @@ pub fn sundial_in(dir: &Path, args: &[&str]) -> Output {
 
 /// A temporary directory with a jobs directory, a database and a config.
 pub struct Env {
-    pub dir: TempDir,
-    pub config: String,
     pub clock: Option<ManualClock>,
+    pub config: String,
+    /// Sundial's tables, with `SUNDIAL_TEST_STORE=postgres`.
+    pub pg: Option<PgDatabase>,
+    pub dir: TempDir,
 }
 
 impl Env {
@@ -76,7 +141,8 @@ impl Env {
             let src = wasm(j);
             std::fs::copy(&src, dir.path().join("jobs").join(src.file_name().unwrap())).unwrap();
         }
-        Env { dir, config: String::new(), clock: None }
+        let pg = store_on_postgres().then(new_database);
+        Env { dir, config: String::new(), clock: None, pg }
     }
 
     /// An environment with one job component, granted read-write access to
@@ -102,7 +168,17 @@ impl Env {
         self.dir.path()
     }
 
+    /// Sundial's own database: the SQLite file, or the test's Postgres
+    /// database with `SUNDIAL_TEST_STORE=postgres`.
     pub fn db_url(&self) -> String {
+        match &self.pg {
+            Some(pg) => pg.url.clone(),
+            None => self.app_url(),
+        }
+    }
+
+    /// The application database: always the SQLite file.
+    pub fn app_url(&self) -> String {
         format!("sqlite://{}", self.path().join("sundial.db").display())
     }
 
@@ -114,6 +190,9 @@ impl Env {
     pub fn options(&self, schedule: bool) -> HostOptions {
         let mut config = Config::parse(&self.config).expect("valid test config");
         config.base_dir = self.path().to_path_buf();
+        if self.pg.is_some() && config.app_database.is_none() {
+            config.app_database = Some(self.app_url());
+        }
         let mut o = HostOptions::new(config);
         o.database_url = Some(self.db_url());
         o.jobs_dir = Some(self.jobs_dir());
@@ -131,21 +210,21 @@ impl Env {
 
     /// Seeds the demo application data (in the same SQLite file) as of `now`.
     pub async fn seed_demo(&self, users: u64, now: DateTime<Utc>) -> sundial::demo::DemoCounts {
-        let mut conn = sundial::demo::open(&self.db_url()).unwrap();
+        let mut conn = sundial::demo::open(&self.app_url()).unwrap();
         sundial::demo::seed(&mut conn, users, now).unwrap()
     }
 
     /// A synchronous connection to the application database with the demo
     /// schema created (and no rows added): for hand-made fixtures and checks.
     pub fn app(&self) -> rusqlite::Connection {
-        let conn = sundial::demo::open(&self.db_url()).unwrap();
+        let conn = sundial::demo::open(&self.app_url()).unwrap();
         sundial::demo::create_schema(&conn).unwrap();
         conn
     }
 
     /// A direct connection to the (application) database.
     pub async fn sql(&self) -> sqlx::SqlitePool {
-        sqlx::SqlitePool::connect(&self.db_url()).await.unwrap()
+        sqlx::SqlitePool::connect(&self.app_url()).await.unwrap()
     }
 }
 
@@ -192,6 +271,51 @@ pub async fn finished_event(events: &mut tokio::sync::broadcast::Receiver<sundia
             // Progress events overran the receiver; the finish is the newest.
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(e) => panic!("events: {e}"),
+        }
+    }
+}
+
+/// Plain SQL on Sundial's own tables, on either backend (for checks the
+/// store's interface does not offer, and for ageing rows).
+pub enum SundialSql {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl SundialSql {
+    pub async fn open(env: &Env) -> SundialSql {
+        match &env.pg {
+            Some(pg) => SundialSql::Postgres(sqlx::PgPool::connect(&pg.url).await.unwrap()),
+            None => SundialSql::Sqlite(sqlx::SqlitePool::connect(&env.db_url()).await.unwrap()),
+        }
+    }
+
+    /// Runs statements separated by `;` (no parameters).
+    pub async fn batch(&self, sql: &str) {
+        match self {
+            SundialSql::Sqlite(p) => drop(sqlx::raw_sql(sql).execute(p).await.unwrap()),
+            SundialSql::Postgres(p) => drop(sqlx::raw_sql(sql).execute(p).await.unwrap()),
+        }
+    }
+
+    /// The first column of every row, as integers.
+    pub async fn ints(&self, sql: &str) -> Vec<i64> {
+        match self {
+            SundialSql::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(p).await.unwrap(),
+            SundialSql::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await.unwrap(),
+        }
+    }
+
+    /// The first column of the first row, an integer (e.g. a count).
+    pub async fn int(&self, sql: &str) -> i64 {
+        self.ints(sql).await.first().copied().expect("a row")
+    }
+
+    /// The first column of the first row, text.
+    pub async fn text(&self, sql: &str) -> String {
+        match self {
+            SundialSql::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+            SundialSql::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
         }
     }
 }

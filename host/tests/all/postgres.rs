@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -21,50 +20,6 @@ use sundial::runtime::{NativeContext, NativeError, NativeJob, NativeOutcome};
 use sundial::store::{JobDefinition, NewExecution, Store};
 
 use crate::helpers::*;
-
-/// The server's URL.
-fn server_url() -> String {
-    std::env::var("SUNDIAL_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A database of the test's own, dropped when this is dropped.
-struct PgDatabase {
-    name: String,
-    url: String,
-}
-
-impl PgDatabase {
-    async fn new() -> PgDatabase {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let server = server_url();
-        let name = format!("sundial_t{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        let mut admin = sqlx::PgConnection::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("these tests need Postgres at {server} (SUNDIAL_TEST_POSTGRES_URL): {e}"));
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut admin).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
-        admin.close().await.unwrap();
-        let (base, _) = server.rsplit_once('/').unwrap();
-        PgDatabase { url: format!("{base}/{name}"), name }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        // Blocking, outside any runtime: connections still open are ended.
-        let (server, name) = (server_url(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                if let Ok(mut admin) = sqlx::PgConnection::connect(&server).await {
-                    let _ =
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 fn definition(name: &str, digest: &str) -> JobDefinition {
     JobDefinition {
@@ -482,15 +437,6 @@ fn setup(db: &PgDatabase, sql: &str) {
     .unwrap();
 }
 
-fn new_database() -> PgDatabase {
-    std::thread::spawn(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(PgDatabase::new())
-    })
-    .join()
-    .unwrap()
-}
-
 /// The application database on Postgres, as a job's calls reach it: typed
 /// values both ways, `$n` placeholders checked, item savepoints, the
 /// read-only grant enforced by Postgres, errors in the classes guests match,
@@ -835,7 +781,7 @@ async fn the_seed_jobs_do_the_same_on_postgres_as_on_sqlite() {
     assert_eq!(seeded.users, 400);
 
     let mut on = Vec::new();
-    for url in [env.db_url(), db.url.clone()] {
+    for url in [env.app_url(), db.url.clone()] {
         let mut o = env.options(false);
         o.database_url = Some(url.clone());
         let host = Host::start(o).await.unwrap();
