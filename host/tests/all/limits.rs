@@ -33,10 +33,12 @@ async fn a_burst_of_200_runs_with_a_limit_of_4_never_runs_more_than_4_and_serves
     let host = env.host(false).await;
     let mut events = host.subscribe();
 
-    // Four long runs take the four slots...
+    // Four long runs take the four slots (long enough for the 196 others to
+    // be recorded meanwhile: a round trip each on Postgres)...
+    let block_ms = if store_on_postgres() { "3000" } else { "600" };
     let mut runs = Vec::new();
     for _ in 0..4 {
-        runs.push(("blocker", host.start_run("faulty", args(&[("mode", "gauge"), ("ms", "600")])).await.unwrap()));
+        runs.push(("blocker", host.start_run("faulty", args(&[("mode", "gauge"), ("ms", block_ms)])).await.unwrap()));
     }
     // ...and 196 more arrive meanwhile, low- and high-priority mixed.
     for i in 0..196 {
