@@ -272,3 +272,27 @@ fn run_reports_progress_and_speaks_json() {
     assert_eq!(v["items"]["ok"], 60);
     assert!(v["execution_id"].as_i64().unwrap() > 0);
 }
+
+/// `sundial jobs` shows an item-local job's zone as its items' own and its
+/// next fire in those zones, not in the job's `timezone`.
+#[test]
+fn jobs_shows_an_item_local_job_firing_in_its_items_zones() {
+    use sundial::schedule::{ItemSchedule, Schedule};
+    let env = Env::new(&["local-visits"]);
+    let config = "database = \"sqlite://sundial.db\"\njobs_dir = \"jobs\"\n[jobs.local-visits]\n\
+                  database = \"read-write\"\nitem_zones = [\"Asia/Tokyo\", \"America/New_York\"]\n";
+    std::fs::write(env.path().join("sundial.toml"), config).unwrap();
+    let zones = ItemSchedule::new(
+        &Schedule::parse("0 2 * * *", "UTC").unwrap(),
+        ["Asia/Tokyo".parse().unwrap(), "America/New_York".parse().unwrap()],
+    );
+    let expect = |at| zones.next_after(at).unwrap().format("%Y-%m-%d %H:%M:%S").to_string();
+    let before = expect(chrono::Utc::now());
+    let out = sundial(&env, &["jobs"]);
+    let after = expect(chrono::Utc::now());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = text.lines().find(|l| l.starts_with("local-visits")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("items' own"), "{line}");
+    assert!(line.contains(&before) || line.contains(&after), "next fire in Tokyo or New York: {line}");
+}
