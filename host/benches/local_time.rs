@@ -22,38 +22,9 @@ use sundial::clock::{Clock, ManualClock};
 use sundial::config::Config;
 use sundial::host::{Host, HostOptions};
 
-const ZONES: [&str; 30] = [
-    "UTC",
-    "America/New_York",
-    "America/Chicago",
-    "America/Denver",
-    "America/Los_Angeles",
-    "America/Anchorage",
-    "Pacific/Honolulu",
-    "America/St_Johns",
-    "America/Sao_Paulo",
-    "America/Mexico_City",
-    "America/Bogota",
-    "Europe/London",
-    "Europe/Berlin",
-    "Europe/Moscow",
-    "Africa/Cairo",
-    "Africa/Lagos",
-    "Asia/Tehran",
-    "Asia/Dubai",
-    "Asia/Kolkata",
-    "Asia/Kathmandu",
-    "Asia/Yangon",
-    "Asia/Singapore",
-    "Asia/Shanghai",
-    "Asia/Seoul",
-    "Asia/Tokyo",
-    "Australia/Adelaide",
-    "Australia/Sydney",
-    "Australia/Lord_Howe",
-    "Pacific/Auckland",
-    "Pacific/Chatham",
-];
+#[path = "../tests/all/fixtures.rs"]
+mod fixtures;
+use fixtures::ZONES;
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

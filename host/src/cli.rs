@@ -748,17 +748,16 @@ async fn jobs(mut options: HostOptions, json: bool, verbose: bool) -> anyhow::Re
     let mut rows =
         vec![["NAME", "SCHEDULE", "ZONE", "ENABLED", "NEXT RUN (UTC)", "VERSION"].map(String::from).to_vec()];
     for j in &jobs {
-        use crate::config::ItemZones;
-        use crate::schedule::ItemSchedule;
         let from = j.last_scheduled_for.map_or(now, |l| l.max(now));
         let schedule = Schedule::parse(&j.schedule, &j.timezone).ok();
         let next = match (item_zones.get(&j.name), &schedule) {
             (_, None) => None,
             (None, Some(s)) => s.next_after(from),
-            (Some(ItemZones::All), Some(s)) => ItemSchedule::every_zone(s).next_after(from),
-            (Some(ItemZones::List(slots)), Some(s)) => ItemSchedule::new(s, slots.iter().copied()).next_after(from),
-            // The zones are in the application's data: as the serving host last computed it.
-            (Some(ItemZones::Query(_)), Some(_)) => j.next_run_at.filter(|n| *n > now),
+            (Some(zones), Some(s)) => match zones.fixed_schedule(s) {
+                Some(items) => items.next_after(from),
+                // The zones are in the application's data: as the serving host last computed it.
+                None => j.next_run_at.filter(|n| *n > now),
+            },
         };
         let next = next.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "-".into());
         let zone = if item_zones.contains_key(&j.name) { "items' own".to_string() } else { j.timezone.clone() };

@@ -172,6 +172,18 @@ pub enum ItemZones {
     Query(String),
 }
 
+impl ItemZones {
+    /// The item schedule of `base` over these slots, when they are known from
+    /// configuration alone (`None` for a query, read at run time).
+    pub fn fixed_schedule(&self, base: &Schedule) -> Option<crate::schedule::ItemSchedule> {
+        match self {
+            ItemZones::All => Some(crate::schedule::ItemSchedule::every_zone(base)),
+            ItemZones::List(slots) => Some(crate::schedule::ItemSchedule::new(base, slots.iter().copied())),
+            ItemZones::Query(_) => None,
+        }
+    }
+}
+
 impl JobSettings {
     /// The item-local slots, validated (`None`: the job is not item-local).
     fn item_zones(&self) -> Result<Option<ItemZones>, String> {

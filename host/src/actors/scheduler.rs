@@ -85,11 +85,7 @@ impl Timing {
     /// ones): an item-local job's groups at those instants.
     fn args_for(&self, after: DateTime<Utc>, at: DateTime<Utc>) -> Vec<(String, String)> {
         let Timing::Items(s) = self else { return Vec::new() };
-        if after >= at - chrono::TimeDelta::seconds(1) {
-            group_args(&s.group_at(at))
-        } else {
-            group_args(&s.groups_between(after, at))
-        }
+        group_args(&s.groups_between(after, at))
     }
 }
 
@@ -414,8 +410,6 @@ impl Handler<RegisterJob> for Scheduler {
         let mut zones_query = None;
         let timing = match msg.item_zones {
             None => Timing::Job(schedule),
-            Some(ItemZones::All) => Timing::Items(ItemSchedule::every_zone(&schedule)),
-            Some(ItemZones::List(slots)) => Timing::Items(ItemSchedule::new(&schedule, slots)),
             Some(ItemZones::Query(sql)) => match msg.app_db {
                 // Nothing fires until the query has been read.
                 Some(db) => {
@@ -428,6 +422,9 @@ impl Handler<RegisterJob> for Scheduler {
                     Timing::Items(ItemSchedule::every_zone(&schedule))
                 }
             },
+            Some(fixed) => {
+                Timing::Items(fixed.fixed_schedule(&schedule).unwrap_or_else(|| ItemSchedule::new(&schedule, [])))
+            }
         };
         // Continue the series from the last handled instant; a new job (or a
         // changed schedule) starts from now.

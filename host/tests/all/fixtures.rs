@@ -49,3 +49,38 @@ pub fn users_and_visits(db: &Path, users: i64) {
     }
     tx.commit().unwrap();
 }
+
+/// Thirty IANA zones across every continent, with half- and quarter-hour
+/// offsets and both hemispheres' DST (item-local schedules).
+pub const ZONES: [&str; 30] = [
+    "UTC",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+    "America/Anchorage",
+    "Pacific/Honolulu",
+    "America/St_Johns",
+    "America/Sao_Paulo",
+    "America/Mexico_City",
+    "America/Bogota",
+    "Europe/London",
+    "Europe/Berlin",
+    "Europe/Moscow",
+    "Africa/Cairo",
+    "Africa/Lagos",
+    "Asia/Tehran",
+    "Asia/Dubai",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Asia/Yangon",
+    "Asia/Singapore",
+    "Asia/Shanghai",
+    "Asia/Seoul",
+    "Asia/Tokyo",
+    "Australia/Adelaide",
+    "Australia/Sydney",
+    "Australia/Lord_Howe",
+    "Pacific/Auckland",
+    "Pacific/Chatham",
+];

@@ -259,6 +259,12 @@ pub async fn finished_executions(store: &Store, job: &str, n: usize) -> Vec<Exec
     .await
 }
 
+/// The scheduler's next fire of `job`, if it has one.
+pub async fn next_fire(host: &Host, job: &str) -> Option<DateTime<Utc>> {
+    let fires = host.scheduler.as_ref().unwrap().send(sundial::actors::scheduler::GetNextFires).await.unwrap();
+    fires.into_iter().find(|(name, _, _)| name == job).and_then(|(_, next, _)| next)
+}
+
 /// Waits (at most 30 s) for the next `ExecutionFinished` event: sent once the
 /// supervisor is free for the next fire (the row is final a moment before).
 pub async fn finished_event(events: &mut tokio::sync::broadcast::Receiver<sundial::events::Event>) {

@@ -194,14 +194,10 @@ async fn in_each_users_local_time_it_runs_once_per_zone_group_instead_of_hourly(
     fixture(&env);
     let host = env.host(true).await;
     let scheduler = host.scheduler.as_ref().unwrap();
-    let next = || async {
-        let fires = scheduler.send(sundial::actors::scheduler::GetNextFires).await.unwrap();
-        fires.into_iter().find_map(|(n, next, _)| (n == "weekly-report").then_some(next).flatten())
-    };
-    eventually("the zones to be read", || async { next().await }).await;
+    eventually("the zones to be read", || async { next_fire(&host, "weekly-report").await }).await;
     let mut events = host.subscribe();
     let mut fired = 0;
-    while let Some(at) = next().await.filter(|at| *at <= t("2026-11-23T14:00:00Z")) {
+    while let Some(at) = next_fire(&host, "weekly-report").await.filter(|at| *at <= t("2026-11-23T14:00:00Z")) {
         env.clock.as_ref().unwrap().set(at);
         scheduler.send(Tick).await.unwrap();
         fired += 1;

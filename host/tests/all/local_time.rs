@@ -7,44 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, LocalResult, NaiveDate, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
-use sundial::actors::scheduler::{GetNextFires, RefreshZones, Tick};
+use sundial::actors::scheduler::{RefreshZones, Tick};
 use sundial::host::Host;
 use sundial::model::ExecutionStatus;
 
+use crate::fixtures::ZONES;
 use crate::helpers::*;
-
-const ZONES: [&str; 30] = [
-    "UTC",
-    "America/New_York",
-    "America/Chicago",
-    "America/Denver",
-    "America/Los_Angeles",
-    "America/Anchorage",
-    "Pacific/Honolulu",
-    "America/St_Johns",
-    "America/Sao_Paulo",
-    "America/Mexico_City",
-    "America/Bogota",
-    "Europe/London",
-    "Europe/Berlin",
-    "Europe/Moscow",
-    "Africa/Cairo",
-    "Africa/Lagos",
-    "Asia/Tehran",
-    "Asia/Dubai",
-    "Asia/Kolkata",
-    "Asia/Kathmandu",
-    "Asia/Yangon",
-    "Asia/Singapore",
-    "Asia/Shanghai",
-    "Asia/Seoul",
-    "Asia/Tokyo",
-    "Australia/Adelaide",
-    "Australia/Sydney",
-    "Australia/Lord_Howe",
-    "Pacific/Auckland",
-    "Pacific/Chatham",
-];
 
 /// The application tables of the fixture, in the environment's SQLite file.
 fn app_tables(env: &Env, users: &[(&str, Option<&str>)]) -> rusqlite::Connection {
@@ -63,17 +31,12 @@ fn app_tables(env: &Env, users: &[(&str, Option<&str>)]) -> rusqlite::Connection
     conn
 }
 
-async fn next_fire(host: &Host) -> Option<DateTime<Utc>> {
-    let fires = host.scheduler.as_ref().unwrap().send(GetNextFires).await.unwrap();
-    fires.into_iter().find(|(name, _, _)| name == "local-visits").and_then(|(_, next, _)| next)
-}
-
 /// Steps the manual clock from fire to fire until `end`, waiting for each
 /// execution to finish; returns how many ran.
 async fn run_until(env: &Env, host: &Host, end: DateTime<Utc>) -> usize {
     let mut events = host.subscribe();
     let mut ran = 0;
-    while let Some(next) = next_fire(host).await.filter(|n| *n <= end) {
+    while let Some(next) = next_fire(host, "local-visits").await.filter(|n| *n <= end) {
         env.clock.as_ref().unwrap().set(next + TimeDelta::milliseconds(1));
         host.scheduler.as_ref().unwrap().send(Tick).await.unwrap();
         ran += 1;
@@ -122,7 +85,7 @@ async fn users_in_thirty_zones_are_each_reached_once_per_local_day_across_a_dst_
     let users: Vec<(&str, Option<&str>)> = (0..600).map(|i| (ZONES[i % ZONES.len()], None)).collect();
     app_tables(&env, &users);
     let host = env.host(true).await;
-    let first = eventually("the zones to be read", || async { next_fire(&host).await }).await;
+    let first = eventually("the zones to be read", || async { next_fire(&host, "local-visits").await }).await;
     // Cairo (+2) reaches 02:00 at the start itself; Berlin and Lagos next.
     assert_eq!(first, t("2026-03-07T01:00:00Z"), "02:00 in Berlin and Lagos (+1)");
 
@@ -198,7 +161,7 @@ async fn users_who_chose_their_delivery_time_are_reached_at_it() {
     ];
     app_tables(&env, &users);
     let host = env.host(true).await;
-    eventually("the slots to be read", || async { next_fire(&host).await }).await;
+    eventually("the slots to be read", || async { next_fire(&host, "local-visits").await }).await;
     // Monday 2026-06-01 .. the end of Tuesday in Tokyo.
     run_until(&env, &host, t("2026-06-02T15:00:00Z")).await;
 
@@ -239,11 +202,12 @@ async fn a_new_zone_is_scheduled_once_the_query_is_read_again() {
     let conn = app_tables(&env, &[("America/New_York", None)]);
     let host = env.host(true).await;
     let new_york = t("2026-01-10T07:00:00Z");
-    assert_eq!(eventually("the zones to be read", || async { next_fire(&host).await }).await, new_york);
+    assert_eq!(eventually("the zones to be read", || async { next_fire(&host, "local-visits").await }).await, new_york);
     conn.execute("INSERT INTO users (timezone) VALUES ('Europe/London')", []).unwrap();
     host.scheduler.as_ref().unwrap().send(RefreshZones).await.unwrap();
     let london = t("2026-01-10T02:00:00Z");
-    eventually("London to be scheduled", || async { next_fire(&host).await.filter(|n| *n == london) }).await;
+    eventually("London to be scheduled", || async { next_fire(&host, "local-visits").await.filter(|n| *n == london) })
+        .await;
     host.stop().await;
 }
 
@@ -257,7 +221,7 @@ async fn a_query_that_fails_schedules_the_job_in_every_zone_and_says_so() {
     app_tables(&env, &[("Europe/London", None)]);
     let host = env.host(true).await;
     // Every zone: after 00:00Z (02:00 at +2), the next 02:00 is at +1.
-    let next = eventually("a fallback schedule", || async { next_fire(&host).await }).await;
+    let next = eventually("a fallback schedule", || async { next_fire(&host, "local-visits").await }).await;
     assert_eq!(next, t("2026-01-10T01:00:00Z"));
     let groups = host
         .scheduler
@@ -305,7 +269,7 @@ async fn one_catch_up_after_an_outage_runs_every_missed_group() {
     );
     app_tables(&env, &[("Europe/London", None), ("America/New_York", None), ("Asia/Tokyo", None)]);
     let host = env.host(true).await;
-    assert_eq!(next_fire(&host).await, Some(t("2026-01-10T02:00:00Z")));
+    assert_eq!(next_fire(&host, "local-visits").await, Some(t("2026-01-10T02:00:00Z")));
     // The host slept through London's 02:00 and New York's 02:00 (07:00Z).
     let mut events = host.subscribe();
     env.clock.as_ref().unwrap().set(t("2026-01-10T08:00:00Z"));
@@ -317,7 +281,7 @@ async fn one_catch_up_after_an_outage_runs_every_missed_group() {
     assert_eq!(runs[0].scheduled_for, t("2026-01-10T07:00:00Z"));
     assert_eq!(runs[0].args.args, vec![("sundial.zones".to_string(), "America/New_York,Europe/London".to_string())]);
     assert_eq!(runs[0].items_total, 2, "the users of both missed groups");
-    assert_eq!(next_fire(&host).await, Some(t("2026-01-10T17:00:00Z")), "Tokyo next");
+    assert_eq!(next_fire(&host, "local-visits").await, Some(t("2026-01-10T17:00:00Z")), "Tokyo next");
     host.stop().await;
 }
 
