@@ -291,6 +291,17 @@ pub mod db {
         Ok(query(sql, params)?.into_iter().next())
     }
 
+    /// Appends `values` to `params` and returns their placeholders, `$n, $m, ...`,
+    /// for an `IN (...)` list: `format!("timezone IN ({})", db::bind_list(&mut params, zones))`.
+    pub fn bind_list<V: Into<Value>>(params: &mut Vec<Value>, values: impl IntoIterator<Item = V>) -> String {
+        let mut marks = Vec::new();
+        for v in values {
+            params.push(v.into());
+            marks.push(format!("${}", params.len()));
+        }
+        marks.join(", ")
+    }
+
     /// Runs a statement that changes data and returns the number of rows affected.
     pub fn execute(sql: &str, params: &[Value]) -> Result<u64, DbError> {
         let params: Vec<_> = params.iter().cloned().map(Into::into).collect();

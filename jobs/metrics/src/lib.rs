@@ -78,14 +78,7 @@ impl ItemJob for Metrics {
         let mut params: Vec<Value> =
             vec![after.into(), run.since_30d.as_str().into(), run.until.as_str().into(), (PAGE as i64).into()];
         if let Some(zones) = ctx.zones() {
-            let marks: Vec<String> = zones
-                .iter()
-                .map(|z| {
-                    params.push((*z).into());
-                    format!("${}", params.len())
-                })
-                .collect();
-            sql.push_str(&format!(" AND u.timezone IN ({})", marks.join(", ")));
+            sql.push_str(&format!(" AND u.timezone IN ({})", db::bind_list(&mut params, zones)));
         }
         sql.push_str(" ORDER BY u.id LIMIT $4");
         Ok(Page::from_rows(db::query(&sql, &params)?, PAGE))

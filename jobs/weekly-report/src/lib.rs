@@ -88,9 +88,10 @@ impl ItemJob for WeeklyReport {
         let mut sql = String::from(LIST);
         let mut params: Vec<Value> = vec![after.into(), week_start.into(), (PAGE as i64).into()];
         if let Some(zones) = &run.zones {
-            let marks: Vec<String> = (0..zones.len()).map(|i| format!("${}", i + 4)).collect();
-            sql.push_str(&format!(" AND u.timezone IN ({})", marks.join(", ")));
-            params.extend(zones.iter().map(|z| Value::from(z.as_str())));
+            sql.push_str(&format!(
+                " AND u.timezone IN ({})",
+                db::bind_list(&mut params, zones.iter().map(String::as_str))
+            ));
         }
         sql.push_str(" ORDER BY u.id LIMIT $3");
         let rows = db::query(&sql, &params)?;

@@ -30,14 +30,7 @@ impl ItemJob for LocalVisits {
             }
             sql.push_str(&format!(" AND ({})", pairs.join(" OR ")));
         } else if let Some(zones) = ctx.zones() {
-            let marks: Vec<String> = zones
-                .iter()
-                .map(|z| {
-                    params.push((*z).into());
-                    format!("${}", params.len())
-                })
-                .collect();
-            sql.push_str(&format!(" AND timezone IN ({})", marks.join(", ")));
+            sql.push_str(&format!(" AND timezone IN ({})", db::bind_list(&mut params, zones)));
         }
         sql.push_str(" ORDER BY id LIMIT $2");
         Ok(Page::from_rows(db::query(&sql, &params)?, PAGE))
