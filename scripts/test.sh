@@ -12,6 +12,6 @@ scripts/install-browser.sh
 scripts/install-python-toolchain.sh
 cargo xtask build-jobs --fixtures
 cargo test --workspace "$@"
-SUNDIAL_TEST_STORE=postgres cargo test -p sundial-host --test all "$@" -- --skip postgres::
+SUNDIAL_TEST_STORE=postgres cargo test -p sundial-host --test all "$@" -- --skip postgres:: --skip shared_items::
 # OpenTelemetry export is a cargo feature of the host: its test runs with it on.
 cargo test -p sundial-host --features otlp --test all -- otlp

@@ -113,6 +113,7 @@ async fn sundial_run(n: usize, secs: u64) -> Figures {
             slots: None,
             clock: clock.clone(),
             node: "bench".into(),
+            lease: Duration::from_secs(15),
             events: events.clone(),
         })
         .start();

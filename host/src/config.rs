@@ -145,6 +145,10 @@ pub struct JobSettings {
     /// database: a query returning a zone and optionally an `HH:MM` local
     /// time per row (e.g. `SELECT DISTINCT timezone FROM users`).
     pub item_zones_query: Option<String>,
+    /// Workers on each host for an item job's items, with the application
+    /// database on Postgres: the run's pages are claimed by this many workers
+    /// on the host that runs it and on every other host serving the job.
+    pub item_workers: Option<u32>,
     /// Operator arguments passed to every run.
     #[serde(default)]
     pub args: BTreeMap<String, String>,
@@ -234,6 +238,7 @@ impl JobSettings {
             jitter_secs: self.jitter_secs.or(base.jitter_secs),
             item_zones: self.item_zones.clone().or_else(|| base.item_zones.clone()),
             item_zones_query: self.item_zones_query.clone().or_else(|| base.item_zones_query.clone()),
+            item_workers: self.item_workers.or(base.item_workers),
             args,
         }
     }
@@ -257,6 +262,8 @@ pub struct HttpSettings {
 
 /// Running executions get this long to finish when the host stops.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+/// At most this many `item_workers` per job and host.
+pub const MAX_ITEM_WORKERS: u32 = 64;
 
 /// The configuration file as written.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -334,6 +341,8 @@ pub struct JobConfig {
     /// Item-local scheduling: where the items' zones come from (`None`: the
     /// schedule is in `timezone`).
     pub item_zones: Option<ItemZones>,
+    /// Workers per host for a shared item run (`item_workers`).
+    pub item_workers: Option<u32>,
     /// Operator arguments for every run.
     pub args: Vec<(String, String)>,
 }
@@ -434,6 +443,11 @@ impl Config {
             if name == "[defaults]" && (s.item_zones.is_some() || s.item_zones_query.is_some()) {
                 return Err(err("item_zones and item_zones_query belong in a [jobs.<name>] section".into()));
             }
+            if let Some(w) = s.item_workers
+                && !(1..=MAX_ITEM_WORKERS).contains(&w)
+            {
+                return Err(err(format!("item_workers must be between 1 and {MAX_ITEM_WORKERS}, got {w}")));
+            }
             if let Some(r) = s.http_rate_per_sec
                 && !(1..=10_000).contains(&r)
             {
@@ -451,6 +465,23 @@ impl Config {
     /// This host's lease on the database (see `lease_secs`).
     pub fn lease(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.lease_secs.unwrap_or(crate::lease::DEFAULT_LEASE_SECS))
+    }
+
+    /// The jobs that ask for `item_workers`, which need the application
+    /// database on Postgres: an error naming them if it is not.
+    pub fn check_item_workers(&self, app_database_url: &str) -> Result<(), ConfigError> {
+        if crate::store::is_postgres_url(app_database_url) {
+            return Ok(());
+        }
+        match self.jobs.iter().find(|(_, s)| s.item_workers.is_some()) {
+            Some((job, _)) => Err(ConfigError::Job {
+                job: job.clone(),
+                message: "item_workers needs the application database on Postgres (app_database = \"postgres://…\"): \
+                          on SQLite, with its one writer, an item run is one worker"
+                    .into(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Resolves a path from the file relative to its directory.
@@ -487,6 +518,20 @@ impl Config {
         let http = parse_http_grant(s.http.as_deref())
             .map_err(|e| ConfigError::Job { job: info.name.clone(), message: format!("http: {e}") })?;
         let state = s.state.unwrap_or(false);
+        if s.item_workers.is_some() && info.kind != crate::model::JobKind::Items {
+            return Err(ConfigError::Job {
+                job: info.name.clone(),
+                message: "item_workers needs an item job: this job has no items".into(),
+            });
+        }
+        if s.item_workers.is_some() && s.database != Some(DbAccess::ReadWrite) {
+            return Err(ConfigError::Job {
+                job: info.name.clone(),
+                message: "item_workers needs database = \"read-write\": workers record their progress in the \
+                          application database"
+                    .into(),
+            });
+        }
         if item_zones.is_some() && info.kind != crate::model::JobKind::Items {
             return Err(ConfigError::Job {
                 job: info.name.clone(),
@@ -519,6 +564,7 @@ impl Config {
             max_running: s.max_running,
             jitter: Duration::from_secs(u64::from(s.jitter_secs.unwrap_or(0))),
             item_zones,
+            item_workers: s.item_workers,
             args: s.args.into_iter().collect(),
         })
     }

@@ -43,6 +43,9 @@ pub enum HostError {
     /// The application database URL is invalid.
     #[error(transparent)]
     AppDb(#[from] crate::store::appdb::AppDbOpenError),
+    /// The configuration asks for what this setup cannot do.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// Another scheduling host runs on the same SQLite database.
     #[error(transparent)]
     HostLock(#[from] crate::store::host_lock::HostLockError),
@@ -207,6 +210,7 @@ impl Host {
     /// Opens the store, marks executions a dead host left running as crashed,
     /// loads the jobs directory and (if asked) starts scheduling.
     pub async fn start(options: HostOptions) -> Result<Host, HostError> {
+        options.config.check_item_workers(&options.app_database_url())?;
         let store = match &options.database_pool {
             Some(pool) => Store::with_pool(pool.clone()).await?,
             None => Store::open(&options.database_url()).await?,

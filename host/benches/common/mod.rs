@@ -76,6 +76,7 @@ pub fn wasm_run(rt: &Runtime, db: &AppDb, version: &Arc<sundial::runtime::Compon
         state: None,
         cancel: CancelToken::new(),
         progress: Progress::new(),
+        shared: None,
     };
     rt.block_on(rt.execute(version.clone(), invocation))
 }

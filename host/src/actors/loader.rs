@@ -176,6 +176,7 @@ impl Loader {
                     slots: self.slots.clone(),
                     clock: self.clock.clone(),
                     node: self.node.clone(),
+                    lease: self.config.lease(),
                     events: self.events.clone(),
                 })
                 .start();

@@ -31,7 +31,7 @@ use crate::model::{
     ErrorClass, ExecutionId, ExecutionStatus, JobKind, JobRecord, OverlapPolicy, RunArgs, RunContext, RunReport,
     Trigger,
 };
-use crate::runtime::{CancelToken, Invocation, JobCode, Progress, Runtime};
+use crate::runtime::{CancelToken, Helper, Invocation, JobCode, Progress, Runtime, SharedItems};
 use crate::slots::{Slot, Slots};
 use crate::store::NewExecution;
 use crate::store::appdb::AppDb;
@@ -39,6 +39,9 @@ use crate::store::state::StateDb;
 
 /// How often a running item job's counts are written to its execution row.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often a job with `item_workers` looks for other hosts' shared item
+/// runs to help with.
+const HELP_EVERY: Duration = Duration::from_secs(1);
 
 /// Supervises one job.
 pub struct JobSupervisor {
@@ -58,6 +61,14 @@ pub struct JobSupervisor {
     job_slots: Option<Slots>,
     clock: Arc<dyn Clock>,
     node: String,
+    /// This host's lease (a shared item run's claims hold as long).
+    lease: Duration,
+    /// Whether this host is helping with a shared item run of the job.
+    helping: bool,
+    /// Looks for shared item runs to help with (jobs with `item_workers`).
+    help_timer: Option<actix::SpawnHandle>,
+    /// Stops the helping workers when the host stops.
+    help_cancel: CancelToken,
     events: Events,
     active: HashMap<ExecutionId, (CancelToken, Arc<Progress>)>,
     /// Runs in `active` still waiting to start (a slot, their jitter), with
@@ -96,6 +107,8 @@ pub struct SupervisorSetup {
     pub clock: Arc<dyn Clock>,
     /// This host's name.
     pub node: String,
+    /// This host's lease.
+    pub lease: Duration,
     /// Where execution events go.
     pub events: Events,
 }
@@ -132,6 +145,10 @@ impl JobSupervisor {
             job_slots,
             clock: s.clock,
             node: s.node,
+            lease: s.lease,
+            helping: false,
+            help_timer: None,
+            help_cancel: CancelToken::new(),
             events: s.events,
             active: HashMap::new(),
             waiting: HashMap::new(),
@@ -329,6 +346,7 @@ impl JobSupervisor {
             state,
             cancel,
             progress,
+            shared: self.shared_items(),
         };
         tracing::info!(job = %self.job.name, execution = %id, trigger = %req.trigger, attempt = req.attempt,
             version = self.version_no, "execution started");
@@ -595,6 +613,68 @@ fn backoff(base: Duration, attempt: i64) -> Duration {
 
 impl Actor for JobSupervisor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.watch_shared_runs(ctx);
+    }
+}
+
+impl JobSupervisor {
+    /// How the job's item runs are shared (`item_workers`), if they are.
+    fn shared_items(&self) -> Option<SharedItems> {
+        Some(SharedItems {
+            workers: self.config.item_workers?,
+            node: self.node.clone(),
+            lease: self.lease,
+            state_db: self.state_db.clone().filter(|_| self.config.state),
+        })
+    }
+
+    /// Looks for other hosts' shared runs every [`HELP_EVERY`] while the job
+    /// has `item_workers`.
+    fn watch_shared_runs(&mut self, ctx: &mut Context<Self>) {
+        match (self.config.item_workers, self.help_timer) {
+            (Some(_), None) => self.help_timer = Some(ctx.run_interval(HELP_EVERY, |act, ctx| act.help(ctx))),
+            (None, Some(timer)) => {
+                ctx.cancel_future(timer);
+                self.help_timer = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Helps with another host's shared run of the job, if one is open on
+    /// this host's version of the component and this host runs none itself.
+    fn help(&mut self, ctx: &mut Context<Self>) {
+        if self.helping || self.draining || !self.active.is_empty() {
+            return;
+        }
+        let (Some(items), Some(db), JobCode::Component(version)) = (self.shared_items(), &self.app_db, &self.code)
+        else {
+            return;
+        };
+        if db.path().is_some() {
+            return;
+        }
+        self.helping = true;
+        let helper = Helper {
+            job: self.job.name.clone(),
+            db: db.clone(),
+            limits: self.config.limits.clone(),
+            items,
+            cancel: self.help_cancel.clone(),
+        };
+        let (rt, version) = (self.runtime.clone(), version.clone());
+        let work = async move { rt.help_items(version, helper).await };
+        ctx.spawn(work.into_actor(self).map(|done, act, _| {
+            act.helping = false;
+            match done {
+                Ok(0) => {}
+                Ok(items) => tracing::info!(job = %act.job.name, items, "helped with a shared item run"),
+                Err(e) => tracing::warn!(job = %act.job.name, error = %e, "cannot help with shared item runs"),
+            }
+        }));
+    }
 }
 
 /// Why a run was not started.
@@ -742,8 +822,9 @@ pub struct Deploy {
 impl Handler<Deploy> for JobSupervisor {
     type Result = ();
 
-    fn handle(&mut self, msg: Deploy, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Deploy, ctx: &mut Context<Self>) {
         self.apply(msg);
+        self.watch_shared_runs(ctx);
     }
 }
 
@@ -768,9 +849,10 @@ impl Handler<Hold> for JobSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Hold, ctx: &mut Context<Self>) {
-        ctx.wait(async move { msg.code.await.ok() }.into_actor(self).map(|deploy, act, _| {
+        ctx.wait(async move { msg.code.await.ok() }.into_actor(self).map(|deploy, act, ctx| {
             if let Some(deploy) = deploy {
                 act.apply(deploy);
+                act.watch_shared_runs(ctx);
             }
         }));
     }
@@ -862,6 +944,7 @@ impl Handler<Drain> for JobSupervisor {
     type Result = MessageResult<Drain>;
 
     fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
+        self.help_cancel.cancel_for_shutdown();
         if msg.cancel {
             for (id, (token, _)) in &self.active {
                 if !token.is_cancelled() {

@@ -15,8 +15,9 @@ use super::host::{
 };
 use super::http::HttpGuard;
 use super::output::CappedPipe;
-use crate::model::{ErrorClass, ExecutionStatus, HttpAllowlist, RunContext, RunReport, Trigger};
-use crate::store::appdb::AppSession;
+use super::shared::{Claims, SharedItems};
+use crate::model::{DbAccess, ErrorClass, ExecutionStatus, HttpAllowlist, RunContext, RunReport, Trigger};
+use crate::store::appdb::{AppDb, AppSession};
 use crate::store::state::JobState;
 
 /// Per-execution limits: time, memory, and the network the job may reach.
@@ -63,6 +64,106 @@ pub struct Invocation {
     pub cancel: CancelToken,
     /// Live progress for the actor side.
     pub progress: Arc<Progress>,
+    /// Share an item run's pages with other workers (the job's
+    /// `item_workers`): used when the application database is Postgres, the
+    /// grant read-write, and the run neither a dry run nor limited.
+    pub shared: Option<SharedItems>,
+}
+
+/// What the workers of a shared item run need besides the component.
+pub(crate) struct SharedSetup {
+    pub items: SharedItems,
+    pub ctx: RunContext,
+    pub limits: Limits,
+    pub db: AppDb,
+    pub cancel: CancelToken,
+}
+
+impl SharedSetup {
+    /// A shared setup for an invocation, if it can share.
+    fn new(inv: &Invocation) -> Option<SharedSetup> {
+        let items = inv.shared.clone()?;
+        let db = inv.db.as_ref()?;
+        let eligible = db.is_postgres()
+            && db.access() == DbAccess::ReadWrite
+            && !inv.ctx.args.dry_run
+            && inv.ctx.args.limit.is_none();
+        eligible.then(|| SharedSetup {
+            items,
+            ctx: inv.ctx.clone(),
+            limits: inv.limits.clone(),
+            db: db.database().clone(),
+            cancel: inv.cancel.clone(),
+        })
+    }
+
+    /// The invocation of one more worker.
+    fn invocation(&self) -> Invocation {
+        Invocation {
+            ctx: self.ctx.clone(),
+            limits: self.limits.clone(),
+            db: Some(self.db.session(DbAccess::ReadWrite)),
+            state: self.items.state_db.as_ref().map(|s| s.session(&self.ctx.job_name, false)),
+            cancel: self.cancel.clone(),
+            progress: Progress::new(),
+            shared: None,
+        }
+    }
+}
+
+/// One more worker of a shared item run, on the current thread, with an
+/// instance and a database session of its own. Returns the items it did.
+pub(crate) fn work_shared(rt: &Runtime, version: &Arc<ComponentVersion>, setup: &SharedSetup, claims: &Claims) -> u64 {
+    let Prepared { mut store, job, wctx, timeout, .. } = prepare(rt, version, setup.invocation(), Duration::ZERO);
+    let _io = rt.io().enter();
+    let mut report = match job {
+        Ok(job) => super::items::work_pages(rt, version, &mut store, job, &wctx, timeout, claims),
+        Err(e) => RunReport::host_failure(format!("cannot instantiate the component: {e:#}")),
+    };
+    finish(store, &mut report);
+    if let (Some(class), Some(message)) = (report.error_class, &report.error_message) {
+        tracing::warn!(job = %setup.ctx.job_name, %class, "a worker of the shared item run stopped: {message}");
+    }
+    report.items_total
+}
+
+/// What a host needs to help with other hosts' shared runs of a job.
+pub struct Helper {
+    /// The job.
+    pub job: String,
+    /// Its application database.
+    pub db: AppDb,
+    /// Its limits.
+    pub limits: Limits,
+    /// Its `item_workers`, this host's name and lease.
+    pub items: SharedItems,
+    /// Stops the helping workers (the host is stopping).
+    pub cancel: CancelToken,
+}
+
+/// Looks for an open shared run of the helper's job on this component
+/// version and works it with the job's workers until no page is left to
+/// claim. Returns the items done.
+pub(crate) fn help(rt: &Runtime, version: &Arc<ComponentVersion>, h: Helper) -> Result<u64, String> {
+    let mut db = h.db.session(DbAccess::ReadWrite);
+    let runs = super::shared::open_runs(&mut db, &h.job, &version.digest);
+    db.close();
+    let runs = runs.map_err(|e| format!("cannot look for shared item runs: {e}"))?;
+    let Some(open) = runs.into_iter().next() else { return Ok(0) };
+    let ctx = super::shared::decode_context(&open.context)?;
+    let claims = Claims::new(&h.job, &open.run_key, &h.items.node, h.items.lease);
+    let setup = SharedSetup { items: h.items, ctx, limits: h.limits, db: h.db, cancel: h.cancel };
+    let span = tracing::info_span!("helping", job = %h.job, execution = setup.ctx.execution_id.0);
+    let done = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..setup.items.workers)
+            .map(|_| {
+                let (span, setup, claims) = (span.clone(), &setup, &claims);
+                scope.spawn(move || span.in_scope(|| work_shared(rt, version, setup, claims)))
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
+    });
+    Ok(done)
 }
 
 /// A store for one execution, its deadline armed.
@@ -211,6 +312,23 @@ pub(crate) fn fuel_left(store: &Store<HostState>) -> u64 {
     store.get_fuel().unwrap_or(store.data().fuel.start)
 }
 
+fn timed_out(timeout: Duration) -> (ExecutionStatus, ErrorClass, String) {
+    (ExecutionStatus::TimedOut, ErrorClass::Timeout, format!("deadline of {} exceeded", humantime(timeout)))
+}
+
+fn cancelled(state: &HostState) -> (ExecutionStatus, ErrorClass, String) {
+    (ExecutionStatus::Cancelled, ErrorClass::Cancelled, state.cancel.reason().into())
+}
+
+/// Whether the execution must stop now (cancelled, or past its deadline),
+/// checked between guest calls.
+pub(crate) fn interruption(state: &HostState, timeout: Duration) -> Option<(ExecutionStatus, ErrorClass, String)> {
+    if state.cancel.is_cancelled() {
+        return Some(cancelled(state));
+    }
+    (Instant::now() >= state.deadline).then(|| timed_out(timeout))
+}
+
 /// Classifies a failed guest call from the error and what the store saw.
 pub(crate) fn classify(
     err: &wasmtime::Error,
@@ -218,16 +336,8 @@ pub(crate) fn classify(
     timeout: Duration,
 ) -> (ExecutionStatus, ErrorClass, String) {
     match state.interrupt {
-        Some(Interrupt::Timeout) => {
-            return (
-                ExecutionStatus::TimedOut,
-                ErrorClass::Timeout,
-                format!("deadline of {} exceeded", humantime(timeout)),
-            );
-        }
-        Some(Interrupt::Cancelled) => {
-            return (ExecutionStatus::Cancelled, ErrorClass::Cancelled, state.cancel.reason().into());
-        }
+        Some(Interrupt::Timeout) => return timed_out(timeout),
+        Some(Interrupt::Cancelled) => return cancelled(state),
         None => {}
     }
     if state.limiter.memory_limit_hit {
@@ -294,12 +404,14 @@ pub(crate) struct Prepared {
     wctx: wit::Context,
     timeout: Duration,
     version: Arc<ComponentVersion>,
+    shared: Option<SharedSetup>,
 }
 
 /// Builds the store and instance for an execution whose guest call starts in
 /// `starts_in` (its deadline counts from then).
 pub(crate) fn prepare(rt: &Runtime, version: &Arc<ComponentVersion>, inv: Invocation, starts_in: Duration) -> Prepared {
-    let Invocation { ctx, limits, db, state, cancel, progress } = inv;
+    let shared = SharedSetup::new(&inv);
+    let Invocation { ctx, limits, db, state, cancel, progress, shared: _ } = inv;
     // wasi:http does its IO on the runtime's IO threads.
     let _io = rt.io().enter();
     let deadline = Instant::now() + starts_in + limits.timeout;
@@ -319,13 +431,13 @@ pub(crate) fn prepare(rt: &Runtime, version: &Arc<ComponentVersion>, inv: Invoca
     store.data_mut().http.rate = limits.http_rate;
     let wctx = wit_context(&ctx);
     let job = version.pre.instantiate(&mut store);
-    Prepared { store, job, wctx, timeout: limits.timeout, version: version.clone() }
+    Prepared { store, job, wctx, timeout: limits.timeout, version: version.clone(), shared }
 }
 
 /// Calls a prepared execution's guest and runs it to its end on the current
 /// (worker) thread.
 pub(crate) fn run_prepared(rt: &Runtime, prepared: Prepared) -> RunReport {
-    let Prepared { mut store, job, wctx, timeout, version } = prepared;
+    let Prepared { mut store, job, wctx, timeout, version, shared } = prepared;
     let _io = rt.io().enter();
     let mut report = match job {
         // Cancelled or out of time while instantiating: say so, like a run.
@@ -338,7 +450,9 @@ pub(crate) fn run_prepared(rt: &Runtime, prepared: Prepared) -> RunReport {
         Err(e) => RunReport::host_failure(format!("cannot instantiate the component: {e:#}")),
         Ok(job) => match version.info.kind {
             crate::model::JobKind::Single => run_single(rt, &mut store, &job, &wctx, timeout),
-            crate::model::JobKind::Items => super::items::run_items(rt, &version, &mut store, job, &wctx, timeout),
+            crate::model::JobKind::Items => {
+                super::items::run_items(rt, &version, &mut store, job, &wctx, timeout, shared.as_ref())
+            }
         },
     };
     finish(store, &mut report);

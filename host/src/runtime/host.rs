@@ -329,7 +329,7 @@ fn to_wit_db_error(e: AppDbError) -> types::DbError {
     }
 }
 
-fn from_wit_value(v: types::Value) -> SqlValue {
+pub(crate) fn from_wit_value(v: types::Value) -> SqlValue {
     match v {
         types::Value::Null => SqlValue::Null,
         types::Value::Integer(i) => SqlValue::Integer(i),
@@ -339,7 +339,7 @@ fn from_wit_value(v: types::Value) -> SqlValue {
     }
 }
 
-fn to_wit_value(v: SqlValue) -> types::Value {
+pub(crate) fn to_wit_value(v: SqlValue) -> types::Value {
     match v {
         SqlValue::Null => types::Value::Null,
         SqlValue::Integer(i) => types::Value::Integer(i),

@@ -19,6 +19,7 @@
 //!   checkpoint); a trap costs only the item that trapped (the loop continues
 //!   in a fresh instance).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,9 @@ use wasmtime::Store;
 use super::Runtime;
 use super::bindings::{Job, types as wit};
 use super::component::ComponentVersion;
-use super::exec::{classify, fresh_instance, guest_error};
-use super::host::{HostState, Progress};
+use super::exec::{SharedSetup, classify, fresh_instance, guest_error, interruption};
+use super::host::{HostState, Progress, from_wit_value, to_wit_value};
+use super::shared::{BatchMark, Claim, Claims, IDLE_WAIT, PAGE_PROBLEMS, RunRow, Totals};
 use crate::model::{DbAccess, ErrorClass, ExecutionStatus, RunReport};
 use crate::store::appdb::{AppDbError, AppSession, SqlValue};
 
@@ -67,7 +69,12 @@ struct Position {
 struct Batch {
     items: u64,
     ok: u64,
+    skipped: u64,
+    failed: u64,
     changed: u64,
+    /// The batch's failed and skipped items, for its page in a shared run
+    /// (at most [`PAGE_PROBLEMS`]).
+    problems: Vec<(String, String, String)>,
     started: Instant,
     /// What the batch's items log is inside (debug level: free when off).
     span: tracing::Span,
@@ -75,7 +82,16 @@ struct Batch {
 
 impl Batch {
     fn new() -> Self {
-        Batch { items: 0, ok: 0, changed: 0, started: Instant::now(), span: tracing::Span::none() }
+        Batch {
+            items: 0,
+            ok: 0,
+            skipped: 0,
+            failed: 0,
+            changed: 0,
+            problems: Vec::new(),
+            started: Instant::now(),
+            span: tracing::Span::none(),
+        }
     }
 
     fn open(first_item: u64) -> Self {
@@ -112,6 +128,15 @@ pub trait ItemDriver {
     type Item;
     /// The item's key (recorded with problems, and in checkpoints).
     fn key(item: &Self::Item) -> &str;
+    /// The item as stored in a shared run's page: its key and values.
+    fn to_parts(item: &Self::Item) -> (String, Vec<SqlValue>);
+    /// An item from a shared run's page.
+    fn from_parts(key: String, data: Vec<SqlValue>) -> Self::Item;
+    /// Whether the run must stop (deadline, cancellation), checked between
+    /// pages of a shared run.
+    fn should_stop(&self) -> Option<Failure> {
+        None
+    }
     /// The execution's database session, if it has one.
     fn session(&mut self) -> Option<&mut AppSession>;
     /// The page after `cursor`: items and the next cursor (none at the end).
@@ -150,6 +175,18 @@ struct Engine<'a, D: ItemDriver> {
     batch_cap: u64,
     /// Items counted by earlier attempts (from the checkpoint).
     done_before: u64,
+    /// In a shared run: its pages.
+    shared: Option<&'a Claims>,
+    /// In a shared run: the page this worker holds.
+    page: Option<Held>,
+}
+
+/// A page a worker holds.
+struct Held {
+    claim: Claim,
+    /// The claim was lost (taken over, or a commit failed): the worker
+    /// leaves the page.
+    lost: bool,
 }
 
 /// Runs an item job's loop to its end.
@@ -166,6 +203,8 @@ pub fn run_with<D: ItemDriver>(driver: &mut D, run: &ItemRun, started_at: chrono
         checkpoints: access == DbAccess::ReadWrite && !run.dry_run,
         batch_cap,
         done_before: 0,
+        shared: None,
+        page: None,
     };
     let mut resumed = None;
     if engine.checkpoints {
@@ -207,6 +246,18 @@ impl ItemDriver for WasmDriver<'_> {
 
     fn key(item: &wit::Item) -> &str {
         &item.key
+    }
+
+    fn to_parts(item: &wit::Item) -> (String, Vec<SqlValue>) {
+        (item.key.clone(), item.data.iter().cloned().map(from_wit_value).collect())
+    }
+
+    fn from_parts(key: String, data: Vec<SqlValue>) -> wit::Item {
+        wit::Item { key, data: data.into_iter().map(to_wit_value).collect() }
+    }
+
+    fn should_stop(&self) -> Option<Failure> {
+        interruption(self.store.data(), self.timeout).map(|(status, class, message)| Failure { status, class, message })
     }
 
     fn session(&mut self) -> Option<&mut AppSession> {
@@ -310,6 +361,14 @@ where
         &item.key
     }
 
+    fn to_parts(item: &NativeItem) -> (String, Vec<SqlValue>) {
+        (item.key.clone(), item.data.clone())
+    }
+
+    fn from_parts(key: String, data: Vec<SqlValue>) -> NativeItem {
+        NativeItem { key, data }
+    }
+
     fn session(&mut self) -> Option<&mut AppSession> {
         Some(&mut self.session)
     }
@@ -338,24 +397,126 @@ where
     }
 }
 
-/// Runs a WebAssembly item job to its end.
+fn item_run(ctx: &wit::Context) -> ItemRun {
+    ItemRun {
+        job_name: ctx.job_name.clone(),
+        execution_id: ctx.execution_id,
+        scheduled_for_ms: ctx.scheduled_for,
+        dry_run: ctx.dry_run,
+        limit: ctx.limit,
+    }
+}
+
+/// Runs a WebAssembly item job to its end; shared with other workers when
+/// `shared` says so.
 pub(crate) fn run_items(
+    rt: &Runtime,
+    version: &Arc<ComponentVersion>,
+    store: &mut Store<HostState>,
+    job: Job,
+    ctx: &wit::Context,
+    timeout: Duration,
+    shared: Option<&SharedSetup>,
+) -> RunReport {
+    let run = item_run(ctx);
+    let started = rt.clock().now();
+    let mut driver = WasmDriver { rt, version, store, job, ctx, timeout };
+    let Some(setup) = shared else { return run_with(&mut driver, &run, started) };
+    let claims = Claims::new(&run.job_name, &run.scheduled_for_ms.to_string(), &setup.items.node, setup.items.lease);
+    let context = super::shared::encode_context(&setup.ctx);
+    std::thread::scope(|scope| {
+        // The execution's own worker is one of `workers`.
+        let spawn = || {
+            for _ in 1..setup.items.workers {
+                let span = tracing::Span::current();
+                let claims = &claims;
+                scope.spawn(move || span.in_scope(|| super::exec::work_shared(rt, version, setup, claims)));
+            }
+        };
+        run_shared(&mut driver, &run, &claims, (&version.digest, &context), started, spawn)
+    })
+}
+
+/// A worker of a shared run: claims the run's pages and works them until
+/// none is left to claim. Its report counts only its own items.
+pub(crate) fn work_pages(
     rt: &Runtime,
     version: &ComponentVersion,
     store: &mut Store<HostState>,
     job: Job,
     ctx: &wit::Context,
     timeout: Duration,
+    claims: &Claims,
 ) -> RunReport {
-    let run = ItemRun {
-        job_name: ctx.job_name.clone(),
-        execution_id: ctx.execution_id,
-        scheduled_for_ms: ctx.scheduled_for,
-        dry_run: ctx.dry_run,
-        limit: ctx.limit,
-    };
+    let run = item_run(ctx);
     let started = rt.clock().now();
-    run_with(&mut WasmDriver { rt, version, store, job, ctx, timeout }, &run, started)
+    let mut driver = WasmDriver { rt, version, store, job, ctx, timeout };
+    let mut engine = Engine::shared(&mut driver, &run, claims, started);
+    let ended = engine.work_pages(claims, false);
+    engine.finish(ended)
+}
+
+/// The starter of a shared run: records the run, lists its pages (while
+/// the workers `spawn` starts claim them), works pages, waits for every
+/// page, and reports the whole run from the pages' counts.
+pub(crate) fn run_shared<D: ItemDriver>(
+    driver: &mut D,
+    run: &ItemRun,
+    claims: &Claims,
+    (digest, context): (&str, &str),
+    started_at: chrono::DateTime<chrono::Utc>,
+    spawn: impl FnOnce(),
+) -> RunReport {
+    let mut engine = Engine::shared(driver, run, claims, started_at);
+    let opened = match engine.db() {
+        Some(db) => super::shared::ensure_tables(db).and_then(|()| claims.open(db, run.execution_id, digest, context)),
+        None => Err(AppDbError::Other("a shared item run needs the application database".into())),
+    };
+    let row = match opened {
+        Ok(row) => row,
+        Err(e) => {
+            engine.report.fail(
+                ExecutionStatus::Failed,
+                db_class(&e),
+                format!("cannot record the shared item run: {e}"),
+            );
+            return engine.report;
+        }
+    };
+    if row.execution_id != run.execution_id {
+        engine.driver.log(&format!(
+            "resuming the shared item run that execution {} began ({} pages listed{})",
+            row.execution_id,
+            row.pages,
+            if row.listed { ", all" } else { " so far" }
+        ));
+    }
+    spawn();
+    let ended = match engine.list_pages(claims, row) {
+        Ok(()) => engine.work_pages(claims, true),
+        Err(()) => Ended::Stopped,
+    };
+    let db = engine.db().map(|db| db.database().clone());
+    let mut book = db.as_ref().map(super::shared::bookkeeping);
+    let Some(book) = book.as_mut() else { return engine.report };
+    if let Ended::Stopped = ended {
+        // Stop the other workers; a later attempt reopens the run.
+        if let Err(e) = claims.close(book) {
+            tracing::warn!(job = %run.job_name, error = %e, "cannot close the shared item run");
+        }
+        if let Ok([total, ok, skipped, failed]) = claims.progress(book) {
+            let r = &mut engine.report;
+            (r.items_total, r.items_ok, r.items_skipped, r.items_failed) = (total, ok, skipped, failed);
+        }
+        return engine.finish(ended);
+    }
+    match claims.finish(book) {
+        Ok(totals) => engine.finish_shared(totals),
+        Err(e) => {
+            engine.report.fail(ExecutionStatus::Failed, db_class(&e), format!("cannot sum the shared item run: {e}"));
+            engine.report
+        }
+    }
 }
 
 /// How the loop ended.
@@ -366,9 +527,188 @@ enum Ended {
     Stopped,
 }
 
-impl<D: ItemDriver> Engine<'_, D> {
+impl<'a, D: ItemDriver> Engine<'a, D> {
+    /// An engine working a shared run's pages.
+    fn shared(
+        driver: &'a mut D,
+        run: &'a ItemRun,
+        claims: &'a Claims,
+        started_at: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        let batch_cap = driver.session().map_or(BATCH_ITEMS, |s| s.batch_items(BATCH_ITEMS));
+        let mut report = RunReport::new(ExecutionStatus::Succeeded);
+        report.guest_started_at = Some(started_at);
+        Engine {
+            driver,
+            run,
+            report,
+            batch: Batch::new(),
+            checkpoints: false,
+            batch_cap,
+            done_before: 0,
+            shared: Some(claims),
+            page: None,
+        }
+    }
+
     fn db(&mut self) -> Option<&mut AppSession> {
         self.driver.session()
+    }
+
+    /// Lists the run's pages into the page table, from where an earlier
+    /// attempt left off. Each page commits on its own, so workers can claim
+    /// it at once.
+    fn list_pages(&mut self, claims: &Claims, row: RunRow) -> Result<(), ()> {
+        let (mut cursor, mut page, mut listed) = (row.next_cursor, row.pages, row.listed);
+        while !listed {
+            if let Some(f) = self.driver.should_stop() {
+                self.report.fail(f.status, f.class, f.message);
+                return Err(());
+            }
+            if let Some(Err(e)) = self.db().map(|db| db.begin()) {
+                self.report.fail(ExecutionStatus::Failed, db_class(&e), format!("cannot begin a transaction: {e}"));
+                return Err(());
+            }
+            let Ok((items, next)) = self.list(cursor.as_deref()) else {
+                if let Some(db) = self.db() {
+                    let _ = db.rollback();
+                }
+                return Err(());
+            };
+            let parts: Vec<_> = items.iter().map(D::to_parts).collect();
+            let bytes = super::shared::encode_items(&parts);
+            let Some(db) = self.db() else { return Err(()) };
+            let added = claims.add_page(db, page, bytes, next.as_deref()).and_then(|()| db.commit());
+            if let Err(e) = added {
+                let _ = db.rollback();
+                self.report.fail(ExecutionStatus::Failed, db_class(&e), format!("cannot record a page of items: {e}"));
+                return Err(());
+            }
+            page += 1;
+            listed = next.is_none();
+            cursor = next;
+        }
+        Ok(())
+    }
+
+    /// Claims pages and works them until none is left to claim (and, for
+    /// the starter, `until_all_done`, until every page is done: a page
+    /// whose worker died is claimed again once its lease runs out).
+    fn work_pages(&mut self, claims: &Claims, until_all_done: bool) -> Ended {
+        let mut published = Instant::now();
+        loop {
+            if let Some(f) = self.driver.should_stop() {
+                self.report.fail(f.status, f.class, f.message);
+                return Ended::Stopped;
+            }
+            let Some(db) = self.db() else { return Ended::Complete };
+            let claim = match claims.claim(db) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.report.fail(
+                        ExecutionStatus::Failed,
+                        db_class(&e),
+                        format!("cannot claim a page of items: {e}"),
+                    );
+                    return Ended::Stopped;
+                }
+            };
+            if let Some(claim) = claim {
+                if let Stop::Yes = self.work_page(claim) {
+                    return Ended::Stopped;
+                }
+            } else {
+                let status = match claims.status(db) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.report.fail(
+                            ExecutionStatus::Failed,
+                            db_class(&e),
+                            format!("cannot read the shared run: {e}"),
+                        );
+                        return Ended::Stopped;
+                    }
+                };
+                if !status.open || (status.listed && (!until_all_done || status.remaining == 0)) {
+                    return Ended::Complete;
+                }
+                std::thread::sleep(IDLE_WAIT);
+            }
+            if until_all_done && published.elapsed() >= Duration::from_secs(1) {
+                published = Instant::now();
+                if let Some(Ok([total, ok, skipped, failed])) = self.db().map(|db| claims.progress(db)) {
+                    let p = self.driver.progress();
+                    p.done.store(total, Ordering::Relaxed);
+                    p.ok.store(ok, Ordering::Relaxed);
+                    p.skipped.store(skipped, Ordering::Relaxed);
+                    p.failed.store(failed, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Works one claimed page from after its last committed item.
+    fn work_page(&mut self, claim: Claim) -> Stop {
+        let mut items = claim.items.clone();
+        let mut at = Position { cursor: None, last_key: claim.last_key.clone() };
+        if let Some(last) = &claim.last_key
+            && let Some(pos) = items.iter().position(|(k, _)| k == last)
+        {
+            items.drain(..=pos);
+        }
+        self.page = Some(Held { claim, lost: false });
+        let mut stop = Stop::No;
+        for (key, data) in items {
+            if let Err(e) = self.ensure_batch() {
+                self.report.fail(ExecutionStatus::Failed, db_class(&e), format!("cannot begin a transaction: {e}"));
+                stop = Stop::Yes;
+                break;
+            }
+            let item = D::from_parts(key, data);
+            if let Stop::Yes = self.run_one(&item, &at) {
+                stop = Stop::Yes;
+                break;
+            }
+            at.last_key = Some(D::key(&item).to_string());
+            if self.batch.items >= self.batch_cap || self.batch.started.elapsed() >= BATCH_TIME {
+                self.end_batch(&at, false);
+                if self.page.as_ref().is_some_and(|h| h.lost) {
+                    break;
+                }
+            }
+        }
+        let lost = self.page.as_ref().is_none_or(|h| h.lost);
+        if matches!(stop, Stop::No) && !lost {
+            match self.ensure_batch() {
+                Ok(()) => self.end_batch(&at, true),
+                Err(e) => {
+                    self.report.fail(ExecutionStatus::Failed, db_class(&e), format!("cannot begin a transaction: {e}"));
+                    stop = Stop::Yes;
+                }
+            }
+        }
+        if let (Stop::Yes, Some(held), Some(claims)) = (&stop, self.page.as_ref(), self.shared) {
+            // Let another worker go on with the page at once.
+            let db = self.driver.session().map(|db| db.database().clone());
+            if let Some(db) = db {
+                let mut book = super::shared::bookkeeping(&db);
+                let _ = claims.release(&mut book, &held.claim);
+                book.close();
+            }
+        }
+        self.page = None;
+        stop
+    }
+
+    /// The starter's report of a finished shared run: the pages' counts.
+    fn finish_shared(mut self, totals: Totals) -> RunReport {
+        let (pages, hosts) = (totals.pages, totals.hosts.join(", "));
+        totals.apply(&mut self.report);
+        let mut report = self.finish(Ended::Complete);
+        if let Some(summary) = report.summary.as_mut() {
+            summary.push_str(&format!("; {pages} pages, worked by {hosts}"));
+        }
+        report
     }
 
     fn run_key(&self) -> String {
@@ -435,7 +775,7 @@ impl<D: ItemDriver> Engine<'_, D> {
             ms = batch.started.elapsed().as_millis() as u64,
             "batch ends"
         );
-        let Some(db) = self.db() else { return };
+        let Some(db) = self.driver.session() else { return };
         if !db.in_transaction() {
             return;
         }
@@ -444,6 +784,47 @@ impl<D: ItemDriver> Engine<'_, D> {
             return;
         }
         let mut result = Ok(());
+        if let (Some(claims), Some(held)) = (self.shared, self.page.as_mut()) {
+            let mut problems = held.claim.problems.clone();
+            let room = PAGE_PROBLEMS.saturating_sub(problems.len());
+            problems.extend(batch.problems.iter().take(room).cloned());
+            let mark = BatchMark {
+                last_key: at.last_key.as_deref(),
+                total: batch.items,
+                ok: batch.ok,
+                skipped: batch.skipped,
+                failed: batch.failed,
+                changed: batch.changed,
+                problems: &problems,
+                done: complete,
+            };
+            // `Err(None)`: the page was taken over.
+            let marked = match claims.mark(db, &held.claim, &mark) {
+                Ok(true) => db.commit().map_err(Some),
+                Ok(false) => Err(None),
+                Err(e) => Err(Some(e)),
+            };
+            match marked {
+                Ok(()) => held.claim.problems = problems,
+                Err(e) => {
+                    let _ = db.rollback();
+                    held.lost = true;
+                    let page = held.claim.page;
+                    match e {
+                        None => tracing::warn!(
+                            job = %claims.job, page, items = batch.items,
+                            "another worker took this page over (this worker's lease ran out): \
+                             its last batch was rolled back"
+                        ),
+                        Some(e) => tracing::warn!(
+                            job = %claims.job, page, items = batch.items, error = %e,
+                            "cannot commit a batch: rolled back, the page is left to another worker"
+                        ),
+                    }
+                }
+            }
+            return;
+        }
         if checkpoints {
             result = if complete {
                 db.execute("DELETE FROM sundial_item_checkpoints WHERE job = $1 AND run_key = $2", &[job, key])
@@ -570,7 +951,8 @@ impl<D: ItemDriver> Engine<'_, D> {
         self.batch.items += 1;
         if let Some(e) = self.db().and_then(|db| db.savepoint().err()) {
             self.report.items_failed += 1;
-            self.report.problem(key.to_string(), db_class(&e), format!("cannot open the item's savepoint: {e}"));
+            self.batch.failed += 1;
+            self.problem(key, db_class(&e), format!("cannot open the item's savepoint: {e}"));
             self.publish_progress();
             return Stop::No;
         }
@@ -586,7 +968,8 @@ impl<D: ItemDriver> Engine<'_, D> {
                 }
                 Some(Err(e)) => {
                     self.report.items_failed += 1;
-                    self.report.problem(key.to_string(), db_class(&e), format!("cannot keep the item's work: {e}"));
+                    self.batch.failed += 1;
+                    self.problem(key, db_class(&e), format!("cannot keep the item's work: {e}"));
                 }
             },
             ItemResult::Err(class, message) => {
@@ -595,10 +978,12 @@ impl<D: ItemDriver> Engine<'_, D> {
                 }
                 if class == ErrorClass::Skip {
                     self.report.items_skipped += 1;
+                    self.batch.skipped += 1;
                 } else {
                     self.report.items_failed += 1;
+                    self.batch.failed += 1;
                 }
-                self.report.problem(key.to_string(), class, message);
+                self.problem(key, class, message);
             }
             ItemResult::Stop(f) => {
                 if let Some(db) = self.db() {
@@ -615,6 +1000,14 @@ impl<D: ItemDriver> Engine<'_, D> {
         }
         self.publish_progress();
         Stop::No
+    }
+
+    /// Records a failed or skipped item (in a shared run, also for its page).
+    fn problem(&mut self, key: &str, class: ErrorClass, message: String) {
+        if self.shared.is_some() && self.batch.problems.len() < PAGE_PROBLEMS {
+            self.batch.problems.push((key.to_string(), class.as_str().to_string(), message.clone()));
+        }
+        self.report.problem(key.to_string(), class, message);
     }
 
     fn finish(mut self, ended: Ended) -> RunReport {

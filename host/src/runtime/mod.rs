@@ -26,6 +26,7 @@ mod items;
 mod native;
 mod output;
 mod pool;
+mod shared;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -35,7 +36,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 pub use component::{ComponentVersion, LoadError, MAX_COMPONENT_BYTES, digest};
-pub use exec::{Invocation, Limits};
+pub use exec::{Helper, Invocation, Limits};
 pub use host::{CancelToken, Progress};
 pub use http::{DEFAULT_HTTP_TIMEOUT, HttpRateLimit, MAX_HTTP_RESPONSE_BYTES, STOP_CHECK};
 pub use items::{
@@ -43,6 +44,7 @@ pub use items::{
     run_with,
 };
 pub use native::{JobCode, NativeContext, NativeError, NativeJob, NativeOutcome};
+pub use shared::SharedItems;
 
 use crate::clock::Clock;
 use crate::model::RunReport;
@@ -343,6 +345,16 @@ impl Runtime {
             })
         };
         self.pool_run(run).await.unwrap_or_else(lost)
+    }
+
+    /// Helps with another host's shared item run of a job on this component
+    /// version, if one is open: works its pages on a worker thread until none
+    /// is left to claim. Returns the items done.
+    pub async fn help_items(&self, version: Arc<ComponentVersion>, helper: Helper) -> Result<u64, String> {
+        let rt = self.clone();
+        self.pool_run(move || exec::help(&rt, &version, helper))
+            .await
+            .unwrap_or_else(|| Err(RuntimeError::WorkerLost.to_string()))
     }
 
     /// Takes one of the [`MAX_PREPARED`] slots for an execution prepared ahead.

@@ -144,7 +144,7 @@ impl JobCode {
 /// Runs a native job to its end on the current (worker) thread.
 pub(crate) fn execute_native(rt: &Runtime, job: &dyn NativeJob, inv: Invocation) -> RunReport {
     // Native code reaches its own storage; the `state` grant is for components.
-    let Invocation { ctx, limits, db, state: _, cancel, progress } = inv;
+    let Invocation { ctx, limits, db, state: _, cancel, progress, shared: _ } = inv;
     let deadline = Instant::now() + limits.timeout;
     let mut db = db;
     if let Some(session) = db.as_mut() {

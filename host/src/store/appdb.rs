@@ -419,6 +419,28 @@ impl AppSession {
         Ok(())
     }
 
+    /// Runs statements without parameters or results (Sundial's own
+    /// tables), outside any item savepoint.
+    pub(crate) fn execute_batch(&mut self, sql: &str) -> Result<(), AppDbError> {
+        if self.access != DbAccess::ReadWrite {
+            return Err(AppDbError::Denied("this job has no read-write database access".into()));
+        }
+        match self.conn()? {
+            Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Conn::Postgres(c) => c.batch(sql),
+        }
+    }
+
+    /// The database this session is on.
+    pub fn database(&self) -> &AppDb {
+        &self.db
+    }
+
+    /// Whether the session is on Postgres.
+    pub fn is_postgres(&self) -> bool {
+        self.on_postgres()
+    }
+
     /// Whether a transaction is open.
     pub fn in_transaction(&self) -> bool {
         self.tx != TxState::None

@@ -45,6 +45,14 @@ pub(super) struct PgConn {
 impl PgConn {
     /// Connects.
     pub(super) fn connect(config: &postgres::Config) -> Result<PgConn, AppDbError> {
+        // Notices (such as the warning a ROLLBACK outside a transaction
+        // gives when a session ends) reach no one: do not send them.
+        let mut config = config.clone();
+        let options = match config.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} -c client_min_messages=error"),
+            _ => "-c client_min_messages=error".to_string(),
+        };
+        config.options(&options);
         let client = config.connect(NoTls).map_err(AppDbError::from)?;
         Ok(PgConn { client, statements: HashMap::new() })
     }

@@ -36,6 +36,8 @@
 //!   Postgres (the server in `SUNDIAL_TEST_POSTGRES_URL`, and a private one
 //!   to restart), and several hosts sharing them: exactly once per instant,
 //!   crashed and fenced hosts, an item run finished by another host.
+//! - `shared_items`: an item run's pages shared by workers on one host and
+//!   on several (`item_workers`, Postgres): helpers killed or paused mid-run.
 //! - `state`: key-value state: kept across executions, versions and restarts,
 //!   the grant, dry runs, limits, item jobs.
 
@@ -68,6 +70,7 @@ mod resume;
 mod runs;
 mod sandbox;
 mod scheduling;
+mod shared_items;
 mod state;
 mod ui;
 mod wit_versions;
