@@ -4,6 +4,11 @@
 //! Postgres). Prints items/s and wall time, then the same over a day already
 //! done (listing and savepoints, no writes).
 //!
+//! Then the same run shared (`item_workers`): by this host's workers alone,
+//! and with a second host (a second process of this benchmark) helping, with
+//! 1, 2 and 4 workers a host; every user's snapshot is made once whoever
+//! makes it.
+//!
 //! Usage: `cargo bench -p sundial-host --bench pg_items -- [N...]`
 //! (default: 100000 1000000). Needs `cargo xtask build-jobs` and a server at
 //! `SUNDIAL_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
@@ -14,13 +19,13 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use common::{snapshot_wasm, wasm_run};
+use common::{snapshot_wasm, wasm_run, wasm_run_shared};
 use sqlx::Connection;
 use sundial::clock::{Clock, SystemClock};
 use sundial::model::ExecutionStatus;
-use sundial::runtime::Runtime;
+use sundial::runtime::{CancelToken, Helper, Limits, Runtime, SharedItems};
 use sundial::store::appdb::AppDb;
 
 const DATABASE: &str = "sundial_bench_items";
@@ -67,7 +72,42 @@ async fn snapshots() -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM daily_target_snapshots").fetch_one(&mut c).await.unwrap()
 }
 
+fn shared(workers: u32, node: &str) -> SharedItems {
+    SharedItems { workers, node: node.into(), lease: Duration::from_secs(15), state_db: None }
+}
+
+/// The second host: helps with every shared run of `snapshot` it finds
+/// until it is killed.
+fn helper(workers: u32) {
+    let rt = Runtime::new(Arc::new(SystemClock)).unwrap();
+    let version = rt.load_blocking(&snapshot_wasm()).unwrap();
+    let db = AppDb::open(&database_url()).unwrap();
+    println!("ready");
+    loop {
+        let h = Helper {
+            job: "snapshot".into(),
+            db: db.clone(),
+            limits: Limits { timeout: Duration::from_secs(3600), ..Limits::default() },
+            items: shared(workers, "bench-b"),
+            cancel: CancelToken::new(),
+        };
+        if rt.block_on(rt.help_items(version.clone(), h)).unwrap() == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+async fn clear() {
+    let mut c = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+    sqlx::raw_sql("TRUNCATE daily_target_snapshots").execute(&mut c).await.unwrap();
+    sqlx::raw_sql("VACUUM ANALYZE").execute(&mut c).await.unwrap();
+}
+
 fn main() {
+    let all: Vec<String> = std::env::args().collect();
+    if let Some(i) = all.iter().position(|a| a == "--helper") {
+        return helper(all[i + 1].parse().unwrap());
+    }
     let args: Vec<i64> =
         std::env::args().skip(1).filter(|a| !a.starts_with("--")).filter_map(|a| a.parse().ok()).collect();
     let sizes = if args.is_empty() { vec![100_000, 1_000_000] } else { args };
@@ -103,6 +143,46 @@ fn main() {
             again.items_total,
             again.items_total as f64 / secs,
         );
+        let mut exec = 3;
+        for hosts in [1, 2] {
+            for workers in [1, 2, 4] {
+                if hosts == 1 && workers == 1 {
+                    continue; // the same as the unshared run above
+                }
+                rt.block_on(clear());
+                let mut second = (hosts == 2).then(|| {
+                    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                        .args(["--helper", &workers.to_string()])
+                        .stdout(std::process::Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    let mut line = String::new();
+                    let out = child.stdout.as_mut().unwrap();
+                    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+                    assert_eq!(line.trim(), "ready");
+                    child
+                });
+                let start = Instant::now();
+                let report = wasm_run_shared(&rt, &db, &version, exec, Some(shared(workers, "bench-a")));
+                let secs = start.elapsed().as_secs_f64();
+                exec += 1;
+                if let Some(child) = second.as_mut() {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                }
+                assert_eq!(report.status, ExecutionStatus::Succeeded, "{report:?}");
+                let created = rt.block_on(snapshots());
+                assert_eq!(created as u64, report.items_ok, "one snapshot per user with a target, whoever made it");
+                assert_eq!(report.items_total, n as u64 * 95 / 100, "every active user once");
+                let by = report.summary.as_deref().and_then(|s| s.split("worked by ").nth(1)).unwrap_or("?");
+                println!(
+                    "shared   users={n:<8} hosts={hosts} workers/host={workers} items={:<8} ok={:<8} wall={secs:>7.2}s items/s={:>9.0}  (pages worked by {by})",
+                    report.items_total,
+                    report.items_ok,
+                    report.items_total as f64 / secs,
+                );
+            }
+        }
     }
     rt.block_on(admin(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")));
 }

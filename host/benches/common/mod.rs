@@ -61,6 +61,17 @@ pub fn scheduled_for() -> DateTime<Utc> {
 }
 
 pub fn wasm_run(rt: &Runtime, db: &AppDb, version: &Arc<sundial::runtime::ComponentVersion>, exec: i64) -> RunReport {
+    wasm_run_shared(rt, db, version, exec, None)
+}
+
+/// [`wasm_run`], its pages shared by `shared`'s workers (and other hosts').
+pub fn wasm_run_shared(
+    rt: &Runtime,
+    db: &AppDb,
+    version: &Arc<sundial::runtime::ComponentVersion>,
+    exec: i64,
+    shared: Option<sundial::runtime::SharedItems>,
+) -> RunReport {
     let invocation = Invocation {
         ctx: RunContext {
             execution_id: ExecutionId(exec),
@@ -76,7 +87,7 @@ pub fn wasm_run(rt: &Runtime, db: &AppDb, version: &Arc<sundial::runtime::Compon
         state: None,
         cancel: CancelToken::new(),
         progress: Progress::new(),
-        shared: None,
+        shared,
     };
     rt.block_on(rt.execute(version.clone(), invocation))
 }

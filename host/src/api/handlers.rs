@@ -438,6 +438,7 @@ async fn job_json(state: &ApiState, id: &str) -> Result<Value, ApiError> {
                 "http_rate_per_sec": c.limits.http_rate.as_ref().map(|r| r.per_sec()),
                 "max_running": c.max_running,
                 "priority": c.priority,
+                "item_workers": c.item_workers,
             }),
         );
         m.insert(

@@ -496,27 +496,36 @@ pub(crate) fn run_shared<D: ItemDriver>(
         Ok(()) => engine.work_pages(claims, true),
         Err(()) => Ended::Stopped,
     };
-    let db = engine.db().map(|db| db.database().clone());
-    let mut book = db.as_ref().map(super::shared::bookkeeping);
-    let Some(book) = book.as_mut() else { return engine.report };
-    if let Ended::Stopped = ended {
-        // Stop the other workers; a later attempt reopens the run.
-        if let Err(e) = claims.close(book) {
-            tracing::warn!(job = %run.job_name, error = %e, "cannot close the shared item run");
+    // The worker's own session may have been interrupted (deadline,
+    // cancellation): the run's bookkeeping uses a session of its own.
+    let Some(app) = engine.db().map(|db| db.database().clone()) else { return engine.report };
+    let mut book = super::shared::bookkeeping(&app);
+    let report = match ended {
+        Ended::Stopped => {
+            // Stop the other workers; a later attempt reopens the run.
+            if let Err(e) = claims.close(&mut book) {
+                tracing::warn!(job = %run.job_name, error = %e, "cannot close the shared item run");
+            }
+            if let Ok([total, ok, skipped, failed]) = claims.progress(&mut book) {
+                let r = &mut engine.report;
+                (r.items_total, r.items_ok, r.items_skipped, r.items_failed) = (total, ok, skipped, failed);
+            }
+            engine.finish(ended)
         }
-        if let Ok([total, ok, skipped, failed]) = claims.progress(book) {
-            let r = &mut engine.report;
-            (r.items_total, r.items_ok, r.items_skipped, r.items_failed) = (total, ok, skipped, failed);
-        }
-        return engine.finish(ended);
-    }
-    match claims.finish(book) {
-        Ok(totals) => engine.finish_shared(totals),
-        Err(e) => {
-            engine.report.fail(ExecutionStatus::Failed, db_class(&e), format!("cannot sum the shared item run: {e}"));
-            engine.report
-        }
-    }
+        Ended::Complete => match claims.finish(&mut book) {
+            Ok(totals) => engine.finish_shared(totals),
+            Err(e) => {
+                engine.report.fail(
+                    ExecutionStatus::Failed,
+                    db_class(&e),
+                    format!("cannot sum the shared item run: {e}"),
+                );
+                engine.report
+            }
+        },
+    };
+    book.close();
+    report
 }
 
 /// How the loop ended.
@@ -565,7 +574,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
                 self.report.fail(f.status, f.class, f.message);
                 return Err(());
             }
-            if let Some(Err(e)) = self.db().map(|db| db.begin()) {
+            if let Some(Err(e)) = self.db().map(|db| db.begin_batch()) {
                 self.report.fail(ExecutionStatus::Failed, db_class(&e), format!("cannot begin a transaction: {e}"));
                 return Err(());
             }
@@ -745,7 +754,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
     fn ensure_batch(&mut self) -> Result<(), AppDbError> {
         let Some(db) = self.db() else { return Ok(()) };
         if !db.in_transaction() {
-            db.begin()?;
+            db.begin_batch()?;
             self.batch = Batch::open(self.done_before + self.report.items_total + 1);
         }
         Ok(())
@@ -841,7 +850,9 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
                 .map(|_| ())
             };
         }
-        let result = result.and_then(|()| db.commit());
+        // The run's last commit waits for the disk, and with it every
+        // batch before it.
+        let result = result.and_then(|()| if complete { db.make_durable() } else { Ok(()) }).and_then(|()| db.commit());
         if let Err(e) = result {
             let _ = db.rollback();
             if batch.ok > 0 {

@@ -62,6 +62,11 @@ fn wait_for_host(db: &PgDatabase) {
 /// and the application's in it, and an environment whose `slow-items` job
 /// waits `delay_ms` per user with `workers` workers per host.
 fn shared_env(users: i64, delay_ms: u64, workers: u32) -> (PgDatabase, Env) {
+    shared_env_with(users, delay_ms, workers, "")
+}
+
+/// [`shared_env`] with more settings for the job.
+fn shared_env_with(users: i64, delay_ms: u64, workers: u32, extra: &str) -> (PgDatabase, Env) {
     let db = new_database();
     let url = db.url.clone();
     std::thread::spawn(move || {
@@ -89,6 +94,7 @@ lease_secs = 6
 database = "read-write"
 item_workers = {workers}
 args = {{ delay_ms = "{delay_ms}" }}
+{extra}
 "#,
         db.url
     );
@@ -216,6 +222,39 @@ fn a_helper_paused_past_its_lease_is_fenced_off() {
     let mut log = String::new();
     std::io::Read::read_to_string(&mut helper.0.stderr.take().unwrap(), &mut log).unwrap();
     assert!(log.contains("another worker took this page over"), "the helper's late batch was refused:\n{log}");
+}
+
+/// The host running the execution killed with `kill -9` mid-run: a serving
+/// host marks it crashed once its lease runs out and re-runs it
+/// (`retry_on_crash`); the new attempt reopens the shared run and goes on
+/// from the pages done. Every user is visited once, by one of the two.
+#[test]
+fn a_shared_run_whose_host_died_is_resumed_by_the_retry() {
+    const USERS: i64 = 300;
+    let (db, env) = shared_env_with(USERS, 50, 1, "retry_on_crash = true");
+    let _helper = Process(sundial_command(env.path()).args(["serve", "--no-http"]).spawn().unwrap());
+    wait_for_host(&db);
+    let mut run = Process(sundial_command(env.path()).args(["run", "slow-items"]).spawn().unwrap());
+    wait_for("part of the run", Duration::from_secs(60), || {
+        has_table(&db.url, "visits") && count(&db.url, "SELECT count(*) FROM visits") >= 30
+    });
+    run.0.kill().unwrap();
+    run.0.wait().unwrap();
+    let url = &db.url;
+    wait_for("the retry to succeed", Duration::from_secs(120), || {
+        count(url, "SELECT count(*) FROM job_executions WHERE trigger = 'retry' AND status = 'succeeded'") == 1
+    });
+    assert_eq!(count(url, "SELECT count(DISTINCT user_id) FROM visits"), USERS, "every user visited");
+    assert_eq!(count(url, "SELECT count(*) FROM visits"), USERS, "no user visited twice");
+    assert_eq!(count(url, "SELECT count(*) FROM job_executions WHERE status = 'crashed'"), 1);
+    assert_eq!(
+        count(url, "SELECT items_total FROM job_executions WHERE trigger = 'retry'"),
+        USERS,
+        "the retry reports the whole run"
+    );
+    let summary = query::<String>(url, "SELECT summary FROM job_executions WHERE trigger = 'retry'");
+    assert!(summary.contains(&format!("{USERS} items: {USERS} ok")), "{summary}");
+    assert_eq!(count(url, "SELECT count(*) FROM sundial_item_pages"), 0);
 }
 
 /// `item_workers` with the application database on SQLite is refused at
