@@ -574,7 +574,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
                 self.report.fail(f.status, f.class, f.message);
                 return Err(());
             }
-            if let Some(Err(e)) = self.db().map(|db| db.begin_batch()) {
+            if let Some(Err(e)) = self.db().map(|db| db.begin()) {
                 self.report.fail(ExecutionStatus::Failed, db_class(&e), format!("cannot begin a transaction: {e}"));
                 return Err(());
             }
@@ -754,7 +754,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
     fn ensure_batch(&mut self) -> Result<(), AppDbError> {
         let Some(db) = self.db() else { return Ok(()) };
         if !db.in_transaction() {
-            db.begin_batch()?;
+            db.begin()?;
             self.batch = Batch::open(self.done_before + self.report.items_total + 1);
         }
         Ok(())
@@ -850,9 +850,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
                 .map(|_| ())
             };
         }
-        // The run's last commit waits for the disk, and with it every
-        // batch before it.
-        let result = result.and_then(|()| if complete { db.make_durable() } else { Ok(()) }).and_then(|()| db.commit());
+        let result = result.and_then(|()| db.commit());
         if let Err(e) = result {
             let _ = db.rollback();
             if batch.ok > 0 {

@@ -441,31 +441,6 @@ impl AppSession {
         self.on_postgres()
     }
 
-    /// Starts an item batch's transaction. On Postgres its commit does not
-    /// wait for the write-ahead log to reach the disk (`synchronous_commit =
-    /// off`): a server crash may lose the last batches committed, but each
-    /// whole, with the checkpoint in it, so the items are run again. The
-    /// run's last commit is made durable ([`AppSession::make_durable`]),
-    /// which flushes every batch before it. (SQLite's `synchronous =
-    /// NORMAL` in WAL mode already trades the same way.)
-    pub fn begin_batch(&mut self) -> Result<(), AppDbError> {
-        let was_open = self.in_transaction();
-        self.begin()?;
-        if !was_open && self.on_postgres() && self.access == DbAccess::ReadWrite {
-            self.exec_control("SET LOCAL synchronous_commit = off")?;
-        }
-        Ok(())
-    }
-
-    /// Makes the open transaction's commit wait until it (and everything
-    /// committed before it) is on disk.
-    pub fn make_durable(&mut self) -> Result<(), AppDbError> {
-        if self.in_transaction() && self.on_postgres() {
-            self.exec_control("SET LOCAL synchronous_commit = on")?;
-        }
-        Ok(())
-    }
-
     /// Whether a transaction is open.
     pub fn in_transaction(&self) -> bool {
         self.tx != TxState::None
