@@ -8,7 +8,7 @@
 //! database of its own, created here and dropped at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -271,17 +271,6 @@ async fn two_hosts_run_each_scheduled_instant_exactly_once() {
     store.close().await;
 }
 
-/// A process killed if the test fails.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.0.id().to_string()]).status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// An environment whose Sundial tables are on `db` (lease of 3 s) and whose
 /// application database is a SQLite file with `users` and `visits`.
 fn slow_items_env(db: &PgDatabase, users: i64) -> Env {
@@ -423,20 +412,6 @@ async fn the_status_lists_the_live_hosts() {
     api.stop().await;
 }
 
-/// Runs `sql` on `db` (setup of application tables).
-fn setup(db: &PgDatabase, sql: &str) {
-    let (url, sql) = (db.url.clone(), sql.to_string());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::raw_sql(&sql).execute(&mut c).await.unwrap();
-        });
-    })
-    .join()
-    .unwrap();
-}
-
 /// The application database on Postgres, as a job's calls reach it: typed
 /// values both ways, `$n` placeholders checked, item savepoints, the
 /// read-only grant enforced by Postgres, errors in the classes guests match,
@@ -446,7 +421,7 @@ fn the_application_database_can_be_postgres() {
     use sundial::model::DbAccess;
     use sundial::store::appdb::{AppDb, AppDbError, SqlValue as V};
     let db = new_database();
-    setup(
+    pg_setup(
         &db,
         "CREATE TABLE t (id INT PRIMARY KEY, name TEXT UNIQUE, score DOUBLE PRECISION, data BYTEA,
                          day DATE, at TIMESTAMPTZ, amount NUMERIC(12, 2), big NUMERIC, ok BOOLEAN)",
@@ -547,7 +522,7 @@ fn the_application_database_can_be_postgres() {
 fn an_item_run_on_postgres_cut_short_by_kill_9_is_finished_by_another_host() {
     const USERS: i64 = 300;
     let db = new_database();
-    setup(
+    pg_setup(
         &db,
         &format!(
             "CREATE TABLE users (id BIGINT PRIMARY KEY);

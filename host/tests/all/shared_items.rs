@@ -5,23 +5,12 @@
 //!
 //! Real processes on a real Postgres database of each test's own.
 
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use sqlx::Connection;
 
 use crate::helpers::*;
-
-/// A process stopped (and resumed first, if paused) if the test fails.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.0.id().to_string()]).status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs a query on `url` from outside any async runtime.
 fn query<T>(url: &str, sql: &str) -> T
@@ -68,23 +57,14 @@ fn shared_env(users: i64, delay_ms: u64, workers: u32) -> (PgDatabase, Env) {
 /// [`shared_env`] with more settings for the job.
 fn shared_env_with(users: i64, delay_ms: u64, workers: u32, extra: &str) -> (PgDatabase, Env) {
     let db = new_database();
-    let url = db.url.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::raw_sql(&format!(
-                "CREATE TABLE users (id BIGINT PRIMARY KEY);
-                 CREATE TABLE visits (user_id BIGINT NOT NULL, execution_id BIGINT NOT NULL);
-                 INSERT INTO users SELECT generate_series(1, {users});"
-            ))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        });
-    })
-    .join()
-    .unwrap();
+    pg_setup(
+        &db,
+        &format!(
+            "CREATE TABLE users (id BIGINT PRIMARY KEY);
+             CREATE TABLE visits (user_id BIGINT NOT NULL, execution_id BIGINT NOT NULL);
+             INSERT INTO users SELECT generate_series(1, {users});"
+        ),
+    );
     let env = Env::new(&["slow-items"]);
     let config = format!(
         r#"database = "{}"
@@ -118,15 +98,6 @@ fn assert_each_user_once(db: &PgDatabase, users: i64) {
 
 fn summary(db: &PgDatabase) -> String {
     query::<String>(&db.url, "SELECT coalesce(max(summary), '') FROM job_executions")
-}
-
-/// Waits until `f` holds, polling.
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// One host, four workers: every user once, and the items really ran side
