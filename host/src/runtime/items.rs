@@ -18,6 +18,10 @@
 //! - A timeout or cancellation keeps the work committed so far (and its
 //!   checkpoint); a trap costs only the item that trapped (the loop continues
 //!   in a fresh instance).
+//! - With `item_workers` on Postgres, a run's pages are shared by workers on
+//!   every host serving the job ([`shared`](super::shared)): the same loop,
+//!   with each batch's progress written into its page instead of a
+//!   checkpoint.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
