@@ -146,11 +146,19 @@ pub struct Helper {
 /// claim. Returns the items done.
 pub(crate) fn help(rt: &Runtime, version: &Arc<ComponentVersion>, h: Helper) -> Result<u64, String> {
     let mut db = h.db.session(DbAccess::ReadWrite);
-    let runs = super::shared::open_runs(&mut db, &h.job, &version.digest);
+    let runs = super::shared::open_runs(&mut db, &h.job, &version.digest, h.items.lease);
     db.close();
     let runs = runs.map_err(|e| format!("cannot look for shared item runs: {e}"))?;
-    let Some(open) = runs.into_iter().next() else { return Ok(0) };
-    let ctx = super::shared::decode_context(&open.context)?;
+    // The first run whose context this host can read.
+    let Some((open, ctx)) = runs.into_iter().find_map(|open| match super::shared::decode_context(&open.context) {
+        Ok(ctx) => Some((open, ctx)),
+        Err(e) => {
+            tracing::warn!(job = %h.job, run = %open.run_key, "not helping with a shared item run: {e}");
+            None
+        }
+    }) else {
+        return Ok(0);
+    };
     let claims = Claims::new(&h.job, &open.run_key, &h.items.node, h.items.lease);
     let setup = SharedSetup { items: h.items, ctx, limits: h.limits, db: h.db, cancel: h.cancel };
     let span = tracing::info_span!("helping", job = %h.job, execution = setup.ctx.execution_id.0);

@@ -606,9 +606,12 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
 
     /// Claims pages and works them until none is left to claim (and, for
     /// the starter, `until_all_done`, until every page is done: a page
-    /// whose worker died is claimed again once its lease runs out).
+    /// whose worker died is claimed again once its lease runs out). A
+    /// worker waiting for pages still being listed gives up after a lease
+    /// without a new page (the run's starter died while listing).
     fn work_pages(&mut self, claims: &Claims, until_all_done: bool) -> Ended {
         let mut published = Instant::now();
+        let mut idle_since: Option<Instant> = None;
         loop {
             if let Some(f) = self.driver.should_stop() {
                 self.report.fail(f.status, f.class, f.message);
@@ -627,6 +630,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
                 }
             };
             if let Some(claim) = claim {
+                idle_since = None;
                 if let Stop::Yes = self.work_page(claim) {
                     return Ended::Stopped;
                 }
@@ -643,6 +647,11 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
                     }
                 };
                 if !status.open || (status.listed && (!until_all_done || status.remaining == 0)) {
+                    return Ended::Complete;
+                }
+                if !until_all_done && idle_since.get_or_insert_with(Instant::now).elapsed() > claims.lease {
+                    tracing::warn!(job = %claims.job, run = %claims.run_key,
+                        "no new page of the shared item run for a lease: its listing stopped; leaving it");
                     return Ended::Complete;
                 }
                 std::thread::sleep(IDLE_WAIT);

@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS sundial_item_runs (
     listed BOOLEAN NOT NULL DEFAULT FALSE,
     next_cursor TEXT,
     pages BIGINT NOT NULL DEFAULT 0,
+    -- When the starter last opened the run or listed a page (database clock).
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (job, run_key)
 );
 CREATE TABLE IF NOT EXISTS sundial_item_pages (
@@ -95,6 +97,8 @@ pub(crate) struct Claims {
     pub job: String,
     pub run_key: String,
     pub node: String,
+    /// How long a claim holds without a commit.
+    pub lease: Duration,
     lease_secs: String,
 }
 
@@ -229,6 +233,7 @@ impl Claims {
             job: job.to_string(),
             run_key: run_key.to_string(),
             node: node.to_string(),
+            lease,
             lease_secs: format!("{:.3}", lease.as_secs_f64()),
         }
     }
@@ -251,7 +256,7 @@ impl Claims {
             "INSERT INTO sundial_item_runs (job, run_key, execution_id, digest, context, open)
              VALUES ($1, $2, $3, $4, $5, TRUE)
              ON CONFLICT (job, run_key) DO UPDATE SET execution_id = excluded.execution_id,
-               digest = excluded.digest, context = excluded.context, open = TRUE
+               digest = excluded.digest, context = excluded.context, open = TRUE, updated_at = now()
              RETURNING listed, next_cursor, pages,
                (SELECT r.execution_id FROM sundial_item_runs r WHERE r.job = $1 AND r.run_key = $2)",
             &[job, key, SqlValue::Integer(execution_id), SqlValue::Text(digest.into()), SqlValue::Text(context.into())],
@@ -285,7 +290,8 @@ impl Claims {
         )?;
         let next = next_cursor.map(|c| SqlValue::Text(c.to_string())).unwrap_or(SqlValue::Null);
         db.execute(
-            "UPDATE sundial_item_runs SET pages = $3, next_cursor = $4, listed = ($4::text IS NULL)
+            "UPDATE sundial_item_runs SET pages = $3, next_cursor = $4, listed = ($4::text IS NULL),
+               updated_at = now()
              WHERE job = $1 AND run_key = $2",
             &[job, key, SqlValue::Integer(page + 1), next],
         )?;
@@ -473,8 +479,15 @@ pub(crate) struct OpenRun {
     pub context: String,
 }
 
-/// The open runs of `job` on component `digest` with work left to claim.
-pub(crate) fn open_runs(db: &mut AppSession, job: &str, digest: &str) -> Result<Vec<OpenRun>, AppDbError> {
+/// The open runs of `job` on component `digest` with work left to claim: a
+/// page free to claim, or pages still being listed (a run whose listing
+/// stood still for a lease has lost its starter).
+pub(crate) fn open_runs(
+    db: &mut AppSession,
+    job: &str,
+    digest: &str,
+    lease: Duration,
+) -> Result<Vec<OpenRun>, AppDbError> {
     let exists = db.query("SELECT to_regclass('sundial_item_runs') IS NOT NULL", &[])?;
     if exists.rows.first().map(|r| int(r.first())) != Some(1) {
         return Ok(Vec::new());
@@ -482,10 +495,16 @@ pub(crate) fn open_runs(db: &mut AppSession, job: &str, digest: &str) -> Result<
     let rows = db.query(
         "SELECT r.run_key, r.context FROM sundial_item_runs r
          WHERE r.job = $1 AND r.digest = $2 AND r.open
-           AND (NOT r.listed OR EXISTS (SELECT 1 FROM sundial_item_pages p
-                WHERE p.job = r.job AND p.run_key = r.run_key AND NOT p.done
-                  AND (p.owner IS NULL OR p.lease_until < now())))",
-        &[SqlValue::Text(job.into()), SqlValue::Text(digest.into())],
+           AND ((NOT r.listed AND r.updated_at > now() - make_interval(secs => $3::float8))
+                OR EXISTS (SELECT 1 FROM sundial_item_pages p
+                  WHERE p.job = r.job AND p.run_key = r.run_key AND NOT p.done
+                    AND (p.owner IS NULL OR p.lease_until < now())))
+         ORDER BY r.run_key",
+        &[
+            SqlValue::Text(job.into()),
+            SqlValue::Text(digest.into()),
+            SqlValue::Text(format!("{:.3}", lease.as_secs_f64())),
+        ],
     )?;
     Ok(rows
         .rows

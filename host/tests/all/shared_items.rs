@@ -228,6 +228,37 @@ fn a_shared_run_whose_host_died_is_resumed_by_the_retry() {
     assert_eq!(count(url, "SELECT count(*) FROM sundial_item_pages"), 0);
 }
 
+/// A run whose starter died while listing (its pages never all listed,
+/// never retried) does not hold helpers forever: they give it up after a
+/// lease without a new page and go on to help with the next run.
+#[test]
+fn helpers_leave_a_run_whose_listing_stopped() {
+    const USERS: i64 = 600;
+    let (db, env) = shared_env(USERS, 20, 1);
+    let helper = Process(sundial_command(env.path()).args(["serve", "--no-http"]).spawn().unwrap());
+    wait_for_host(&db);
+    // A first run makes Sundial's tables in the application database.
+    let out = sundial_command(env.path()).args(["run", "slow-items"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A run left half-listed by a starter that died, on the same component.
+    pg_setup(
+        &db,
+        r#"DELETE FROM visits;
+           INSERT INTO sundial_item_runs (job, run_key, execution_id, digest, context, open, listed)
+           SELECT 'slow-items', '0', 999, component_digest,
+             '{"execution_id":999,"job_name":"slow-items","scheduled_for_ms":0,"timezone":"UTC","trigger":"manual","attempt":1,"args":{}}',
+             TRUE, FALSE
+           FROM jobs WHERE name = 'slow-items';"#,
+    );
+    let out = sundial_command(env.path()).args(["run", "slow-items"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let url = &db.url;
+    assert_eq!(count(url, "SELECT count(DISTINCT user_id) FROM visits"), USERS);
+    assert_eq!(count(url, "SELECT count(*) FROM visits"), USERS);
+    let summary = query::<String>(url, "SELECT summary FROM job_executions ORDER BY id DESC LIMIT 1");
+    assert!(summary.contains(&format!(":{}", helper.0.id())), "the helper came back for the new run: {summary}");
+}
+
 /// `item_workers` with the application database on SQLite is refused at
 /// start, naming the job; a count out of range is refused at load.
 #[test]
