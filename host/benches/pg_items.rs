@@ -9,7 +9,7 @@
 //! 1, 2 and 4 workers a host; every user's snapshot is made once whoever
 //! makes it.
 //!
-//! Usage: `cargo bench -p sundial-host --bench pg_items -- [N...]`
+//! Usage: `cargo bench -p sundial-host --bench pg_items -- [--shared-only] [N...]`
 //! (default: 100000 1000000). Needs `cargo xtask build-jobs` and a server at
 //! `SUNDIAL_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
 //! it works in a database `sundial_bench_items` of its own, dropped at the end.
@@ -111,6 +111,8 @@ fn main() {
     let args: Vec<i64> =
         std::env::args().skip(1).filter(|a| !a.starts_with("--")).filter_map(|a| a.parse().ok()).collect();
     let sizes = if args.is_empty() { vec![100_000, 1_000_000] } else { args };
+    // `--shared-only`: skip the unshared run and its rerun.
+    let shared_only = all.iter().any(|a| a == "--shared-only");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let rt = Runtime::new(clock).unwrap();
     let version = rt.load_blocking(&snapshot_wasm()).unwrap();
@@ -120,29 +122,31 @@ fn main() {
         rt.block_on(seed(n));
         println!("seeded {n} users in {:.1}s", t.elapsed().as_secs_f64());
         let db = AppDb::open(&database_url()).unwrap();
-        let start = Instant::now();
-        let report = wasm_run(&rt, &db, &version, 1);
-        let secs = start.elapsed().as_secs_f64();
-        assert_eq!(report.status, ExecutionStatus::Succeeded, "{report:?}");
-        let created = rt.block_on(snapshots());
-        assert_eq!(created as u64, report.items_ok, "one snapshot per user with a target");
-        println!(
-            "wasm     users={n:<8} items={:<8} ok={:<8} skipped={:<7} wall={secs:>7.2}s items/s={:>9.0}",
-            report.items_total,
-            report.items_ok,
-            report.items_skipped,
-            report.items_total as f64 / secs,
-        );
-        // Again over the same day: every item finds its snapshot (no writes).
-        let start = Instant::now();
-        let again = wasm_run(&rt, &db, &version, 2);
-        let secs = start.elapsed().as_secs_f64();
-        assert_eq!(again.changed, 0);
-        println!(
-            "rerun    users={n:<8} items={:<8} changed=0 wall={secs:>7.2}s items/s={:>9.0}  (listing and savepoints only)",
-            again.items_total,
-            again.items_total as f64 / secs,
-        );
+        if !shared_only {
+            let start = Instant::now();
+            let report = wasm_run(&rt, &db, &version, 1);
+            let secs = start.elapsed().as_secs_f64();
+            assert_eq!(report.status, ExecutionStatus::Succeeded, "{report:?}");
+            let created = rt.block_on(snapshots());
+            assert_eq!(created as u64, report.items_ok, "one snapshot per user with a target");
+            println!(
+                "wasm     users={n:<8} items={:<8} ok={:<8} skipped={:<7} wall={secs:>7.2}s items/s={:>9.0}",
+                report.items_total,
+                report.items_ok,
+                report.items_skipped,
+                report.items_total as f64 / secs,
+            );
+            // Again over the same day: every item finds its snapshot (no writes).
+            let start = Instant::now();
+            let again = wasm_run(&rt, &db, &version, 2);
+            let secs = start.elapsed().as_secs_f64();
+            assert_eq!(again.changed, 0);
+            println!(
+                "rerun    users={n:<8} items={:<8} changed=0 wall={secs:>7.2}s items/s={:>9.0}  (listing and savepoints only)",
+                again.items_total,
+                again.items_total as f64 / secs,
+            );
+        }
         let mut exec = 3;
         for hosts in [1, 2] {
             for workers in [1, 2, 4] {
