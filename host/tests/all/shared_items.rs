@@ -39,6 +39,13 @@ fn has_table(url: &str, table: &str) -> bool {
     count(url, &format!("SELECT count(*) FROM pg_tables WHERE tablename = '{table}'")) == 1
 }
 
+/// Starts a serving host on `env` and waits until it has loaded the job.
+fn start_helper(db: &PgDatabase, env: &Env) -> Process {
+    let helper = Process(sundial_command(env.path()).args(["serve", "--no-http"]).spawn().unwrap());
+    wait_for_host(db);
+    helper
+}
+
 /// Waits until the serving host has loaded the job.
 fn wait_for_host(db: &PgDatabase) {
     wait_for("the serving host", Duration::from_secs(60), || {
@@ -123,9 +130,7 @@ fn workers_on_one_host_share_a_run_and_do_each_item_once() {
 fn a_serving_host_helps_with_another_hosts_item_run() {
     const USERS: i64 = 600;
     let (db, env) = shared_env(USERS, 20, 2);
-    let helper = Process(sundial_command(env.path()).args(["serve", "--no-http"]).spawn().unwrap());
-    // The helper is up once it has recorded itself.
-    wait_for_host(&db);
+    let helper = start_helper(&db, &env);
     let out = sundial_command(env.path()).args(["run", "slow-items"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_each_user_once(&db, USERS);
@@ -143,8 +148,7 @@ fn a_serving_host_helps_with_another_hosts_item_run() {
 fn a_helper_killed_mid_page_leaves_its_page_to_the_others() {
     const USERS: i64 = 200;
     let (db, env) = shared_env(USERS, 100, 1);
-    let mut helper = Process(sundial_command(env.path()).args(["serve", "--no-http"]).spawn().unwrap());
-    wait_for_host(&db);
+    let mut helper = start_helper(&db, &env);
     let run = Process(sundial_command(env.path()).args(["run", "slow-items"]).spawn().unwrap());
     let helper_owned = format!(
         "SELECT count(*) FROM sundial_item_pages WHERE owner LIKE '%:{}' AND NOT done AND total > 0",
@@ -203,8 +207,7 @@ fn a_helper_paused_past_its_lease_is_fenced_off() {
 fn a_shared_run_whose_host_died_is_resumed_by_the_retry() {
     const USERS: i64 = 300;
     let (db, env) = shared_env_with(USERS, 50, 1, "retry_on_crash = true");
-    let _helper = Process(sundial_command(env.path()).args(["serve", "--no-http"]).spawn().unwrap());
-    wait_for_host(&db);
+    let _helper = start_helper(&db, &env);
     let mut run = Process(sundial_command(env.path()).args(["run", "slow-items"]).spawn().unwrap());
     wait_for("part of the run", Duration::from_secs(60), || {
         has_table(&db.url, "visits") && count(&db.url, "SELECT count(*) FROM visits") >= 30
@@ -235,8 +238,7 @@ fn a_shared_run_whose_host_died_is_resumed_by_the_retry() {
 fn helpers_leave_a_run_whose_listing_stopped() {
     const USERS: i64 = 600;
     let (db, env) = shared_env(USERS, 20, 1);
-    let helper = Process(sundial_command(env.path()).args(["serve", "--no-http"]).spawn().unwrap());
-    wait_for_host(&db);
+    let helper = start_helper(&db, &env);
     // A first run makes Sundial's tables in the application database.
     let out = sundial_command(env.path()).args(["run", "slow-items"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
