@@ -217,7 +217,7 @@ text_enum!(DbAccess, "database access", {
 });
 
 /// A capability a job requests in `describe`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "value")]
 pub enum Capability {
     /// The application database.
@@ -239,7 +239,7 @@ impl fmt::Display for Capability {
 }
 
 /// What a job says about itself (from `describe`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobInfo {
     /// Unique name.
     pub name: String,

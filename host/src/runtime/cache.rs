@@ -2,24 +2,35 @@
 //! seen before) does not compile again.
 //!
 //! An entry is keyed by the component's digest and the engine's
-//! compatibility hash (wasmtime version, target, settings). Loading compiled
-//! code runs it without validation, so the host only loads entries it wrote
-//! itself: each file carries an HMAC-SHA256 of its contents under a secret
-//! key kept in the cache directory (mode 0600), checked before the bytes
-//! reach wasmtime. A missing, foreign, corrupt or stale entry is compiled
-//! again and rewritten; the cache never makes a load fail.
+//! compatibility hash (wasmtime version, target, settings). Only components
+//! that passed validation are cached, with what their `describe` returned,
+//! so loading an entry skips compiling, instantiating and calling
+//! `describe` (the same digest is the same bytes).
+//!
+//! Loading compiled code runs it without validation, so the host only loads
+//! entries it wrote itself: each file carries a keyed BLAKE3 MAC of its
+//! contents under a secret key kept in the cache directory (mode 0600),
+//! checked before the bytes reach wasmtime. A missing, foreign, corrupt or
+//! stale entry is compiled again and rewritten; the cache never makes a load
+//! fail.
+//!
+//! File layout: MAC (32 bytes), length of the `describe` record (4 bytes,
+//! little-endian), the record (JSON), the serialized component.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use crate::model::JobInfo;
+
 const MAC_LEN: usize = 32;
-const BLOCK: usize = 64;
+/// The entry format, part of each file's name: entries of another format
+/// are not read.
+const FORMAT: &str = "v2";
 
 /// A directory of compiled components.
 pub(crate) struct ArtifactCache {
@@ -51,52 +62,73 @@ impl ArtifactCache {
     }
 
     fn path(&self, digest: &str) -> PathBuf {
-        self.dir.join(format!("{digest}-{}.cwasm", self.compat))
+        self.dir.join(format!("{digest}-{}.{FORMAT}.cwasm", self.compat))
     }
 
-    /// The compiled component for `digest`, if this host cached it.
-    pub(crate) fn get(&self, engine: &Engine, digest: &str) -> Option<Component> {
+    /// The compiled component for `digest` and what its `describe`
+    /// returned, if this host cached them.
+    pub(crate) fn get(&self, engine: &Engine, digest: &str) -> Option<(Component, JobInfo)> {
         let file = std::fs::read(self.path(digest)).ok()?;
-        if file.len() < MAC_LEN {
-            return None;
-        }
-        let (mac, body) = file.split_at(MAC_LEN);
-        if !bool::from(self.mac(digest, body).ct_eq(mac)) {
+        let (mac, rest) = file.split_at_checked(MAC_LEN)?;
+        if !bool::from(self.mac(digest, rest).ct_eq(mac)) {
             tracing::warn!(digest, "ignoring a cached artifact this host did not write");
             return None;
         }
+        let unusable = |error: &dyn std::fmt::Display| {
+            tracing::warn!(digest, error = %error, "ignoring an unusable cached artifact");
+        };
+        let (len, rest) = rest.split_first_chunk::<4>()?;
+        let Some((info, body)) = rest.split_at_checked(u32::from_le_bytes(*len) as usize) else {
+            unusable(&"the describe record is cut short");
+            return None;
+        };
+        let info: JobInfo = match serde_json::from_slice(info) {
+            Ok(info) => info,
+            Err(e) => {
+                unusable(&e);
+                return None;
+            }
+        };
         // SAFETY: the bytes are exactly what `Component::serialize` produced
         // in this host (the MAC under the host's private key proves it) for
         // this engine configuration (the compatibility hash is in the name,
         // and wasmtime checks it again).
         match unsafe { Component::deserialize(engine, body) } {
-            Ok(c) => Some(c),
+            Ok(c) => Some((c, info)),
             Err(e) => {
-                tracing::warn!(digest, error = %e, "ignoring an unusable cached artifact");
+                unusable(&e);
                 None
             }
         }
     }
 
-    /// Stores a compiled component (best effort: a failure is logged).
-    pub(crate) fn put(&self, digest: &str, component: &Component) {
-        let result = component.serialize().map_err(std::io::Error::other).and_then(|body| {
-            let mut file = self.mac(digest, &body).to_vec();
-            file.extend_from_slice(&body);
+    /// Stores a validated component and what its `describe` returned (best
+    /// effort: a failure is logged).
+    pub(crate) fn put(&self, digest: &str, component: &Component, info: &JobInfo) {
+        let result = (|| {
+            let body = component.serialize().map_err(std::io::Error::other)?;
+            let info = serde_json::to_vec(info)?;
+            let len = u32::try_from(info.len()).map_err(std::io::Error::other)?;
+            let mut rest = Vec::with_capacity(4 + info.len() + body.len());
+            rest.extend_from_slice(&len.to_le_bytes());
+            rest.extend_from_slice(&info);
+            rest.extend_from_slice(&body);
+            let mut file = self.mac(digest, &rest).to_vec();
+            file.extend_from_slice(&rest);
             write_private(&self.path(digest), &file)
-        });
+        })();
         if let Err(e) = result {
             tracing::warn!(digest, error = %e, "cannot cache a compiled component");
         }
     }
 
-    /// HMAC-SHA256 (RFC 2104) of the digest and the artifact.
-    fn mac(&self, digest: &str, body: &[u8]) -> [u8; 32] {
-        let mut k = [0u8; BLOCK];
-        k[..32].copy_from_slice(&self.key);
-        let pad = |byte: u8| k.map(|b| b ^ byte);
-        let inner = Sha256::new().chain_update(pad(0x36)).chain_update(digest.as_bytes()).chain_update(body).finalize();
-        Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+    /// Keyed BLAKE3 of the digest and the entry.
+    fn mac(&self, digest: &str, rest: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        h.update(&(digest.len() as u64).to_le_bytes());
+        h.update(digest.as_bytes());
+        h.update(rest);
+        *h.finalize().as_bytes()
     }
 }
 

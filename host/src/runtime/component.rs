@@ -9,6 +9,7 @@ use wasmtime::component::Component;
 use super::Runtime;
 use super::bindings::{JobPre, types as wit};
 use super::exec::new_store;
+use super::host::HostState;
 use crate::model::{Capability, DbAccess, JobInfo, JobKind};
 
 /// Largest component accepted, checked before compiling.
@@ -87,19 +88,28 @@ pub(crate) fn load(rt: &Runtime, bytes: &[u8], digest: String) -> Result<Compone
     check_size(bytes)?;
     check_header(bytes)?;
     let engine = &rt.inner.engine;
-    let component = match rt.inner.cache.as_ref().and_then(|c| c.get(engine, &digest)) {
-        Some(c) => c,
-        None => {
-            let c = Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-            if let Some(cache) = &rt.inner.cache {
-                cache.put(&digest, &c);
-            }
-            c
-        }
+    let (component, described) = match rt.inner.cache.as_ref().and_then(|c| c.get(engine, &digest)) {
+        Some((c, info)) => (c, Some(info)),
+        None => (Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?, None),
     };
     let pre = rt.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::World(format!("{e:#}")))?;
     let pre = JobPre::new(pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
+    let info = match described {
+        // Cached only after `describe` succeeded for these very bytes.
+        Some(info) => info,
+        None => {
+            let info = describe(rt, &pre)?;
+            if let Some(cache) = &rt.inner.cache {
+                cache.put(&digest, &component, &info);
+            }
+            info
+        }
+    };
+    Ok(ComponentVersion { digest, size: bytes.len(), info, pre })
+}
 
+/// Instantiates the component and calls its `describe`.
+fn describe(rt: &Runtime, pre: &JobPre<HostState>) -> Result<JobInfo, LoadError> {
     let mut store: Store<_> = new_store(rt, "<describe>", 0, DESCRIBE_TIMEOUT, 64 << 20, None, Default::default());
     let job = pre.instantiate(&mut store).map_err(|e| LoadError::Describe(format!("{e:#}")))?;
     let started = Instant::now();
@@ -110,8 +120,7 @@ pub(crate) fn load(rt: &Runtime, bytes: &[u8], digest: String) -> Result<Compone
             LoadError::Describe(format!("{e:#}"))
         }
     })?;
-    let info = convert_info(info)?;
-    Ok(ComponentVersion { digest, size: bytes.len(), info, pre })
+    convert_info(info)
 }
 
 /// Tells a core module or random bytes apart from a component before compiling,

@@ -220,6 +220,21 @@ async fn compiled_components_are_cached_and_foreign_entries_ignored() {
     host.stop().await;
     assert_eq!(std::fs::read(entry).unwrap(), written, "the forged entry was replaced by the host's own");
 
+    // The entry keeps what `describe` returned, so a cached load does not
+    // call it again; a forged record is refused like forged code.
+    let record = 32 + 4;
+    let len = u32::from_le_bytes(written[32..36].try_into().unwrap()) as usize;
+    let described = std::str::from_utf8(&written[record..record + len]).unwrap();
+    assert!(described.contains("\"name\":\"cleanup\""), "{described}");
+    let mut forged = written.clone();
+    let at = record + described.find("cleanup").unwrap();
+    forged[at] = b'X';
+    std::fs::write(entry, &forged).unwrap();
+    let host = env.host(false).await;
+    assert!(host.job_snapshot("cleanup").await.is_ok(), "the job is known by its real name");
+    host.stop().await;
+    assert_eq!(std::fs::read(entry).unwrap(), written, "the forged record was replaced by the host's own");
+
     // A cache that cannot be used (a file where the directory should be) is
     // not an error: jobs are compiled as without one.
     std::fs::remove_dir_all(&cache).unwrap();
