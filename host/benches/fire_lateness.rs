@@ -42,8 +42,9 @@ impl Figures {
         let pct = |p: f64| if s.is_empty() { f64::NAN } else { s[((s.len() - 1) as f64 * p).round() as usize] };
         let missed = self.expected.saturating_sub(s.len() as u64);
         println!(
-            "{who:<22} jobs={n:<6} secs={secs:<3} fires={:<7} p50={:>8.3}ms p99={:>8.3}ms max={:>9.3}ms missed={missed}",
+            "{who:<22} jobs={n:<6} secs={secs:<3} fires={:<7} min={:>7.3}ms p50={:>8.3}ms p99={:>8.3}ms max={:>9.3}ms missed={missed}",
             s.len(),
+            s.first().copied().unwrap_or(f64::NAN),
             pct(0.5),
             pct(0.99),
             s.last().copied().unwrap_or(f64::NAN),
@@ -199,12 +200,50 @@ fn tokio_cron_run(n: usize, secs: u64) -> Figures {
     })
 }
 
+/// One execution after another on one thread (no scheduler, no database):
+/// what a single fire costs the runtime, the floor under the burst figures.
+fn sequential_cost(runs: usize) {
+    use sundial::model::{ExecutionId, RunArgs, RunContext};
+    use sundial::runtime::{CancelToken, Invocation, Limits, Progress};
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let runtime = Runtime::new(clock).unwrap();
+    let version = runtime.block_on(runtime.load(fixture())).unwrap();
+    let invocation = |i: usize| Invocation {
+        ctx: RunContext {
+            execution_id: ExecutionId(i as i64),
+            job_name: format!("job{i}"),
+            scheduled_for: Utc::now(),
+            timezone: "UTC".into(),
+            trigger: Trigger::Schedule,
+            attempt: 1,
+            args: RunArgs::default(),
+        },
+        limits: Limits { timeout: Duration::from_secs(10), ..Limits::default() },
+        db: None,
+        state: None,
+        cancel: CancelToken::new(),
+        progress: Progress::new(),
+        shared: None,
+    };
+    for i in 0..runs / 10 {
+        runtime.block_on(runtime.execute(version.clone(), invocation(i)));
+    }
+    let started = std::time::Instant::now();
+    for i in 0..runs {
+        let report = runtime.block_on(runtime.execute(version.clone(), invocation(i)));
+        assert_eq!(report.status, sundial::model::ExecutionStatus::Succeeded);
+    }
+    let each = started.elapsed().as_secs_f64() * 1e6 / runs as f64;
+    println!("one execution at a time (instantiate, call, tear down, worker hand-off): {each:.1} µs each");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let secs: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(20);
     let loads: Vec<usize> =
         if args.len() > 1 { args[1..].iter().map(|a| a.parse().unwrap()).collect() } else { vec![1000, 10_000] };
     println!("fire lateness: guest call start minus scheduled instant; every job fires every second");
+    sequential_cost(5000);
     for &n in &loads {
         let f = actix_rt::System::new().block_on(sundial_run(n, secs));
         let backend = if std::env::var_os("SUNDIAL_BENCH_POSTGRES_URL").is_some() { "postgres" } else { "sqlite" };
