@@ -77,8 +77,10 @@ impl ArtifactCache {
         let unusable = |error: &dyn std::fmt::Display| {
             tracing::warn!(digest, error = %error, "ignoring an unusable cached artifact");
         };
-        let (len, rest) = rest.split_first_chunk::<4>()?;
-        let Some((info, body)) = rest.split_at_checked(u32::from_le_bytes(*len) as usize) else {
+        let record = rest
+            .split_first_chunk::<4>()
+            .and_then(|(len, rest)| rest.split_at_checked(u32::from_le_bytes(*len) as usize));
+        let Some((info, body)) = record else {
             unusable(&"the describe record is cut short");
             return None;
         };
@@ -109,12 +111,14 @@ impl ArtifactCache {
             let body = component.serialize().map_err(std::io::Error::other)?;
             let info = serde_json::to_vec(info)?;
             let len = u32::try_from(info.len()).map_err(std::io::Error::other)?;
-            let mut rest = Vec::with_capacity(4 + info.len() + body.len());
-            rest.extend_from_slice(&len.to_le_bytes());
-            rest.extend_from_slice(&info);
-            rest.extend_from_slice(&body);
-            let mut file = self.mac(digest, &rest).to_vec();
-            file.extend_from_slice(&rest);
+            // The MAC goes in front, over everything after it.
+            let mut file = Vec::with_capacity(MAC_LEN + 4 + info.len() + body.len());
+            file.extend_from_slice(&[0; MAC_LEN]);
+            file.extend_from_slice(&len.to_le_bytes());
+            file.extend_from_slice(&info);
+            file.extend_from_slice(&body);
+            let mac = self.mac(digest, &file[MAC_LEN..]);
+            file[..MAC_LEN].copy_from_slice(&mac);
             write_private(&self.path(digest), &file)
         })();
         if let Err(e) = result {

@@ -39,6 +39,12 @@ fn has_table(url: &str, table: &str) -> bool {
     count(url, &format!("SELECT count(*) FROM pg_tables WHERE tablename = '{table}'")) == 1
 }
 
+/// `sundial run slow-items` on `env`, which must succeed.
+fn run_slow_items(env: &Env) {
+    let out = sundial_command(env.path()).args(["run", "slow-items"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Starts a serving host on `env` and waits until it has loaded the job.
 fn start_helper(db: &PgDatabase, env: &Env) -> Process {
     let helper = Process(sundial_command(env.path()).args(["serve", "--no-http"]).spawn().unwrap());
@@ -113,8 +119,7 @@ fn summary(db: &PgDatabase) -> String {
 fn workers_on_one_host_share_a_run_and_do_each_item_once() {
     const USERS: i64 = 400;
     let (db, env) = shared_env(USERS, 10, 4);
-    let out = sundial_command(env.path()).args(["run", "slow-items"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_slow_items(&env);
     assert_each_user_once(&db, USERS);
     // One worker alone waits 400 × 10 ms = 4 s; four, about a quarter.
     let ms =
@@ -131,8 +136,7 @@ fn a_serving_host_helps_with_another_hosts_item_run() {
     const USERS: i64 = 600;
     let (db, env) = shared_env(USERS, 20, 2);
     let helper = start_helper(&db, &env);
-    let out = sundial_command(env.path()).args(["run", "slow-items"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_slow_items(&env);
     assert_each_user_once(&db, USERS);
     let summary = summary(&db);
     let helper_node = format!(":{}", helper.0.id());
@@ -240,8 +244,7 @@ fn helpers_leave_a_run_whose_listing_stopped() {
     let (db, env) = shared_env(USERS, 20, 1);
     let helper = start_helper(&db, &env);
     // A first run makes Sundial's tables in the application database.
-    let out = sundial_command(env.path()).args(["run", "slow-items"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_slow_items(&env);
     // A run left half-listed by a starter that died, on the same component.
     pg_setup(
         &db,
@@ -252,8 +255,7 @@ fn helpers_leave_a_run_whose_listing_stopped() {
              TRUE, FALSE
            FROM jobs WHERE name = 'slow-items';"#,
     );
-    let out = sundial_command(env.path()).args(["run", "slow-items"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_slow_items(&env);
     let url = &db.url;
     assert_eq!(count(url, "SELECT count(DISTINCT user_id) FROM visits"), USERS);
     assert_eq!(count(url, "SELECT count(*) FROM visits"), USERS);
