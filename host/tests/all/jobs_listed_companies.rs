@@ -318,9 +318,15 @@ async fn a_server_that_does_not_answer_is_cut_off_at_the_deadline() {
 }
 
 /// `http_rate_per_sec` spaces a job's requests across all its executions:
-/// six runs at once with a limit of 4 a second reach the server at least
-/// 250 ms apart, and all succeed (they wait for their slot, within their
-/// deadline).
+/// six runs at once with a limit of 4 a second get send slots 250 ms apart,
+/// and all succeed (they wait for their slot, within their deadline).
+///
+/// The server sees each request when its thread gets to `accept`, which on a
+/// loaded 2-core machine can be tens of milliseconds after the request left:
+/// one late arrival makes the next gap that much shorter (CI once saw gaps of
+/// 265 then 234 ms). So each gap is held to 200 ms, far above the few
+/// milliseconds six unlimited runs would be apart, and the span of all six to
+/// the five slots they need.
 #[actix_rt::test]
 async fn the_http_rate_limit_holds_across_executions() {
     let server = Server::start(200, COMPANIES);
@@ -343,8 +349,8 @@ async fn the_http_rate_limit_holds_across_executions() {
     let times = server.times.lock().unwrap().clone();
     assert_eq!(times.len(), 6);
     let gaps: Vec<u128> = times.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
-    assert!(gaps.iter().all(|g| *g >= 240), "requests closer than 250 ms: {gaps:?}");
-    assert!((times[5] - times[0]).as_millis() >= 1200, "six requests at 4/s span at least 1.25 s");
+    assert!(gaps.iter().all(|g| *g >= 200), "requests closer than their 250 ms slots allow: {gaps:?}");
+    assert!((times[5] - times[0]).as_millis() >= 1200, "six requests at 4/s span at least 1.25 s: {gaps:?}");
     let detail = host.job_snapshot("listed-companies").await.unwrap();
     assert_eq!(detail.config.limits.http_rate.map(|r| r.per_sec()), Some(4));
 }
