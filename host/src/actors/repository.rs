@@ -23,7 +23,7 @@ pub struct Repository {
     creates: Batch<NewExecution, Option<ExecutionId>>,
     finishes: Batch<(ExecutionId, RunReport), ()>,
     advances: Batch<ScheduleAdvance, ()>,
-    runnings: Batch<ExecutionId, ()>,
+    runnings: Batch<(ExecutionId, DateTime<Utc>), ()>,
 }
 
 impl Repository {
@@ -128,12 +128,14 @@ impl Handler<CreateExecution> for Repository {
     }
 }
 
-/// Sent by a supervisor when the guest call of an execution prepared ahead
-/// of its instant starts: `queued` becomes `running`.
+/// Sent by a supervisor when an execution that waited (prepared ahead of
+/// its instant, or for a slot) has started: `queued` becomes `running`.
 #[derive(Debug)]
 pub struct MarkRunning {
     /// The execution.
     pub id: ExecutionId,
+    /// When it started.
+    pub at: DateTime<Utc>,
 }
 
 impl Message for MarkRunning {
@@ -147,7 +149,7 @@ impl Handler<MarkRunning> for Repository {
         enqueue(
             self,
             ctx,
-            msg.id,
+            (msg.id, msg.at),
             |a| &mut a.runnings,
             |store, batch| Box::pin(async move { store.mark_running(batch).await }),
         )

@@ -76,6 +76,8 @@ pub struct JobSupervisor {
     waiting: HashMap<ExecutionId, Arc<std::sync::atomic::AtomicBool>>,
     /// Executions whose guest has ended and whose row is being written.
     finishing: std::collections::HashSet<ExecutionId>,
+    /// Runs prepared ahead whose row does not say `running` yet.
+    unmarked: std::collections::HashSet<ExecutionId>,
     /// Runs that passed the gate but have no row yet.
     starting: usize,
     /// Runs waiting for the one in flight: at most one under `queue-one`;
@@ -153,6 +155,7 @@ impl JobSupervisor {
             active: HashMap::new(),
             waiting: HashMap::new(),
             finishing: Default::default(),
+            unmarked: Default::default(),
             starting: 0,
             queued: Default::default(),
             draining: false,
@@ -357,7 +360,9 @@ impl JobSupervisor {
             scheduled_for: req.scheduled_for,
             attempt: req.attempt,
         };
-        ctx.run_later(self.config.expected_duration, move |act, _| {
+        // Cancelled when the run ends: a job firing every second would
+        // otherwise leave an hour's worth of these timers behind.
+        let overrun_timer = ctx.run_later(self.config.expected_duration, move |act, _| {
             if act.active.contains_key(&id) && !act.finishing.contains(&id) {
                 tracing::warn!(job = %act.job.name, execution = %id,
                     expected_secs = act.config.expected_duration.as_secs(),
@@ -390,12 +395,20 @@ impl JobSupervisor {
         let code = self.code.clone();
         let repo = self.repo.clone();
         let at = req.at;
+        // A run prepared ahead turns `running` a moment after its instant,
+        // not at it: at the instant a thousand such writes would compete with
+        // the guest calls due then. A run that ends before the moment is
+        // marked with its report instead.
         if let Some(at) = at
             && slot_wait.is_none()
         {
             let wait = (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
-            let repo = self.repo.clone();
-            ctx.run_later(wait, move |_, _| repo.do_send(MarkRunning { id }));
+            self.unmarked.insert(id);
+            ctx.run_later(wait + MARK_RUNNING_AFTER, move |act, _| {
+                if act.unmarked.remove(&id) {
+                    act.repo.do_send(MarkRunning { id, at });
+                }
+            });
         }
         let lead_wait =
             at.and_then(|at| (at - self.clock.now()).to_std().ok()).and_then(|w| w.checked_sub(PREPARE_LEAD));
@@ -441,6 +454,12 @@ impl JobSupervisor {
             // until its row is final.
             act.finishing.insert(id);
             ctx.cancel_future(progress_timer);
+            ctx.cancel_future(overrun_timer);
+            if act.unmarked.remove(&id)
+                && let Some(started) = report.guest_started_at
+            {
+                act.repo.do_send(MarkRunning { id, at: started });
+            }
             let save = async move {
                 let saved = repo.send(FinishExecution { id, report: report.clone() }).await;
                 (report, saved)
@@ -534,6 +553,9 @@ fn not_started(cancel: &CancelToken, when: &str) -> RunReport {
     r
 }
 
+/// How long after its instant a run prepared ahead is marked `running`.
+const MARK_RUNNING_AFTER: Duration = Duration::from_millis(100);
+
 /// How long before its start an execution's instance is prepared.
 const PREPARE_LEAD: Duration = Duration::from_secs(1);
 
@@ -596,7 +618,7 @@ impl SlotWait {
             Some(s) => Some(s.acquire(self.priority, self.scheduled_for, &self.cancel).await.ok_or_else(cancelled)?),
             None => None,
         };
-        self.repo.do_send(MarkRunning { id: self.id });
+        self.repo.do_send(MarkRunning { id: self.id, at: Utc::now() });
         Ok(HeldSlots { _job: job, _host: host })
     }
 }

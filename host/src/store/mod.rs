@@ -331,9 +331,10 @@ impl Store {
         pub async fn create_executions(&self, batch: Vec<NewExecution>) -> Result<Vec<Option<ExecutionId>>, StoreError>;
         /// Records how executions ended, in one transaction (group commit).
         pub async fn finish_executions(&self, batch: Vec<(ExecutionId, RunReport)>) -> Result<(), StoreError>;
-        /// Moves executions prepared ahead of their instant from `queued` to
-        /// `running` (group commit); an execution that already ended is left alone.
-        pub async fn mark_running(&self, batch: Vec<ExecutionId>) -> Result<Vec<()>, StoreError>;
+        /// Moves executions that waited from `queued` to `running`, started at
+        /// the instant given, and records that instant as their jobs' last
+        /// run (group commit); an execution that already ended keeps its row.
+        pub async fn mark_running(&self, batch: Vec<(ExecutionId, DateTime<Utc>)>) -> Result<Vec<()>, StoreError>;
         /// Marks `crashed` the executions a dead host left `running` or
         /// `queued` (never those of `own`, this host), and returns them. On
         /// SQLite, at the start of the one scheduling host, that is every such

@@ -507,26 +507,30 @@ impl PgStore {
     }
 
     /// Moves executions prepared ahead of their instant from `queued` to `running`.
-    pub async fn mark_running(&self, mut batch: Vec<ExecutionId>) -> Result<Vec<()>, StoreError> {
+    pub async fn mark_running(&self, mut batch: Vec<(ExecutionId, DateTime<Utc>)>) -> Result<Vec<()>, StoreError> {
         let n = batch.len();
-        batch.sort_by_key(|id| id.0);
+        batch.sort_by_key(|(id, _)| id.0);
         self.transaction("marking executions running", |c| {
             let batch = batch.clone();
             Box::pin(async move {
-                for id in batch {
-                    let job: Option<i64> = sqlx::query_scalar(
-                        "UPDATE job_executions SET status = 'running', started_at = now(), updated_at = now()
-                         WHERE id = $1 AND status = 'queued' RETURNING job_id",
+                for (id, at) in batch {
+                    sqlx::query(
+                        "UPDATE job_executions SET status = 'running', started_at = $2, updated_at = now()
+                         WHERE id = $1 AND status = 'queued'",
                     )
                     .bind(id.0)
-                    .fetch_optional(&mut *c)
+                    .bind(at)
+                    .execute(&mut *c)
                     .await?;
-                    if let Some(job) = job {
-                        sqlx::query("UPDATE jobs SET last_run_at = now() WHERE id = $1")
-                            .bind(job)
-                            .execute(&mut *c)
-                            .await?;
-                    }
+                    sqlx::query(
+                        "UPDATE jobs SET last_run_at = $2
+                         WHERE id = (SELECT job_id FROM job_executions WHERE id = $1)
+                           AND (last_run_at IS NULL OR last_run_at < $2)",
+                    )
+                    .bind(id.0)
+                    .bind(at)
+                    .execute(&mut *c)
+                    .await?;
                 }
                 Ok(vec![(); n])
             })

@@ -537,28 +537,27 @@ impl SqliteStore {
             .await
     }
 
-    /// Moves executions prepared ahead of their instant from `queued` to
-    /// `running` (group commit); an execution that already ended is left alone.
-    pub async fn mark_running(&self, batch: Vec<ExecutionId>) -> Result<Vec<()>, StoreError> {
+    /// Moves executions that waited from `queued` to `running`, started at
+    /// the instant given, and records that instant as their jobs' last run
+    /// (group commit); an execution that already ended keeps its row.
+    pub async fn mark_running(&self, batch: Vec<(ExecutionId, DateTime<Utc>)>) -> Result<Vec<()>, StoreError> {
         let now = ts(Utc::now());
-        let ids: Vec<i64> = batch.iter().map(|i| i.0).collect();
-        let n = ids.len();
+        let n = batch.len();
         self.hot
             .transaction("marking executions running", move |tx| {
                 let mut running = tx.prepare_cached(
-                    "UPDATE job_executions SET status = 'running', started_at = ?2, updated_at = ?2
-                     WHERE id = ?1 AND status = 'queued' RETURNING job_id",
+                    "UPDATE job_executions SET status = 'running', started_at = ?2, updated_at = ?3
+                     WHERE id = ?1 AND status = 'queued'",
                 )?;
-                let mut last_run = tx.prepare_cached("UPDATE jobs SET last_run_at = ?2 WHERE id = ?1")?;
-                for id in ids {
-                    let job: Option<i64> =
-                        running.query_row(rusqlite::params![id, now], |r| r.get(0)).map(Some).or_else(|e| match e {
-                            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                            e => Err(e),
-                        })?;
-                    if let Some(job) = job {
-                        last_run.execute(rusqlite::params![job, now])?;
-                    }
+                let mut last_run = tx.prepare_cached(
+                    "UPDATE jobs SET last_run_at = ?2
+                     WHERE id = (SELECT job_id FROM job_executions WHERE id = ?1)
+                       AND (last_run_at IS NULL OR last_run_at < ?2)",
+                )?;
+                for (id, at) in batch {
+                    let at = ts(at);
+                    running.execute(rusqlite::params![id.0, at, now])?;
+                    last_run.execute(rusqlite::params![id.0, at])?;
                 }
                 Ok(vec![(); n])
             })

@@ -118,7 +118,12 @@ async fn exercise(store: &Store) -> Vec<String> {
     let mut queued = fire(a.id, t("2026-03-08T08:00:00Z"), "me");
     queued.status = ExecutionStatus::Queued;
     let q = store.create_execution(&queued).await.unwrap().unwrap();
-    store.mark_running(vec![q]).await.unwrap();
+    store.mark_running(vec![(q, t("2026-03-08T08:00:00.100Z"))]).await.unwrap();
+    let running = store.get_execution(q).await.unwrap().unwrap();
+    seen.push(format!("running {} {:?}", running.status, running.started_at));
+    // A second mark (a late one from a finished run) changes nothing.
+    store.mark_running(vec![(q, t("2026-03-08T08:00:05Z"))]).await.unwrap();
+    assert_eq!(store.get_execution(q).await.unwrap().unwrap().started_at, running.started_at);
     let dead = store.create_execution(&fire(a.id, t("2026-03-08T09:00:00Z"), "dead-host")).await.unwrap().unwrap();
     seen.push(format!("active {}", store.active_executions().await.unwrap().len()));
     let crashed = store.mark_crashed("me").await.unwrap();
