@@ -442,12 +442,35 @@ pub(crate) fn prepare(rt: &Runtime, version: &Arc<ComponentVersion>, inv: Invoca
     Prepared { store, job, wctx, timeout: limits.timeout, version: version.clone(), shared }
 }
 
+/// An execution whose guest has returned: its report still to finish, its
+/// store still to drop.
+pub(crate) struct Called {
+    store: Store<HostState>,
+    report: RunReport,
+}
+
+impl Called {
+    /// Closes the execution's sessions, moves its captured output into the
+    /// report, drops the store and returns the report.
+    pub(crate) fn finish(self) -> RunReport {
+        let Called { store, mut report } = self;
+        finish(store, &mut report);
+        report
+    }
+}
+
 /// Calls a prepared execution's guest and runs it to its end on the current
 /// (worker) thread.
 pub(crate) fn run_prepared(rt: &Runtime, prepared: Prepared) -> RunReport {
+    call_prepared(rt, prepared).finish()
+}
+
+/// Calls a prepared execution's guest and runs it until the guest returns,
+/// leaving the rest for [`Called::finish`].
+pub(crate) fn call_prepared(rt: &Runtime, prepared: Prepared) -> Called {
     let Prepared { mut store, job, wctx, timeout, version, shared } = prepared;
     let _io = rt.io().enter();
-    let mut report = match job {
+    let report = match job {
         // Cancelled or out of time while instantiating: say so, like a run.
         Err(e) if store.data().interrupt.is_some() => {
             let (status, class, message) = classify(&e, store.data(), timeout);
@@ -463,8 +486,7 @@ pub(crate) fn run_prepared(rt: &Runtime, prepared: Prepared) -> RunReport {
             }
         },
     };
-    finish(store, &mut report);
-    report
+    Called { store, report }
 }
 
 /// Runs an execution to its end on the current (worker) thread.

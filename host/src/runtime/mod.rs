@@ -19,6 +19,7 @@ mod bindings;
 mod cache;
 mod clock;
 mod component;
+mod dispatch;
 mod exec;
 pub mod host;
 mod http;
@@ -124,6 +125,8 @@ struct Inner {
     settings: EngineSettings,
     linker: Linker<HostState>,
     pool: WorkerPool,
+    /// Makes prepared executions' guest calls at their instants.
+    dispatcher: dispatch::Dispatcher,
     io: Option<tokio::runtime::Runtime>,
     clock: Arc<dyn Clock>,
     ticker_stop: Arc<AtomicBool>,
@@ -187,16 +190,21 @@ impl Runtime {
             .build()
             .map_err(RuntimeError::Io)?;
 
+        // One dispatcher a core: more could not make more calls at once.
+        let dispatcher =
+            dispatch::Dispatcher::new(std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(2));
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
             let stop = ticker_stop.clone();
+            let watch = dispatcher.watch();
             std::thread::Builder::new()
                 .name("sundial-epoch".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
                         engine.increment_epoch();
+                        watch.check();
                     }
                 })
                 .map_err(RuntimeError::Io)?;
@@ -216,6 +224,7 @@ impl Runtime {
                 settings,
                 linker,
                 pool: WorkerPool::new("sundial-guest"),
+                dispatcher,
                 io: Some(io),
                 clock,
                 ticker_stop,
@@ -321,19 +330,28 @@ impl Runtime {
             && !wait.is_zero()
             && self.reserve_prepared()
         {
-            let deadline = tokio::time::Instant::now() + wait;
+            let due = std::time::Instant::now() + wait;
             let version = version.clone();
             let in_span = span.clone();
             let prepared =
                 self.pool_run(move || in_span.in_scope(|| exec::prepare(&rt, &version, invocation, wait))).await;
             self.inner.prepared.fetch_sub(1, Ordering::SeqCst);
             let Some(prepared) = prepared else { return lost() };
-            tokio::time::sleep_until(deadline).await;
+            // The guest call at the instant, on a dispatcher; the store's
+            // teardown and the report after the calls due with it.
+            let (reply, report) = tokio::sync::oneshot::channel();
             let rt = self.clone();
-            return self
-                .pool_run(move || span.in_scope(|| exec::run_prepared(&rt, prepared)))
-                .await
-                .unwrap_or_else(lost);
+            self.inner.dispatcher.schedule(
+                due,
+                Box::new(move || {
+                    let called = span.in_scope(|| exec::call_prepared(&rt, prepared));
+                    drop(rt);
+                    Box::new(move || {
+                        let _ = reply.send(span.in_scope(|| called.finish()));
+                    })
+                }),
+            );
+            return report.await.unwrap_or_else(|_| lost());
         }
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
