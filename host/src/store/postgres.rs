@@ -189,11 +189,12 @@ impl PgStore {
                         keep_component_in(c, id, version, &def.digest, bytes).await?;
                     }
                 }
-                Ok(())
+                // Read back in the same transaction: no second trip.
+                Ok(sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(id).fetch_one(&mut *c).await?)
             })
         })
-        .await?;
-        self.get_job(&def.name).await?.ok_or_else(|| StoreError::UnknownJob(def.name.clone()))
+        .await
+        .and_then(|row| job_from_row(&row))
     }
 
     /// Keeps a job version's component bytes (see `Store::keep_component`).

@@ -61,6 +61,28 @@ impl Cols for SqliteRow {
     }
 }
 
+/// A row read on the SQLite writer thread's own connection.
+impl Cols for rusqlite::Row<'_> {
+    fn text(&self, c: &'static str) -> Result<String, StoreError> {
+        self.get(c).map_err(|source| StoreError::Write { action: READ, source })
+    }
+    fn opt_text(&self, c: &'static str) -> Result<Option<String>, StoreError> {
+        self.get(c).map_err(|source| StoreError::Write { action: READ, source })
+    }
+    fn int(&self, c: &'static str) -> Result<i64, StoreError> {
+        self.get(c).map_err(|source| StoreError::Write { action: READ, source })
+    }
+    fn opt_int(&self, c: &'static str) -> Result<Option<i64>, StoreError> {
+        self.get(c).map_err(|source| StoreError::Write { action: READ, source })
+    }
+    fn flag(&self, c: &'static str) -> Result<bool, StoreError> {
+        self.get(c).map_err(|source| StoreError::Write { action: READ, source })
+    }
+    fn opt_ts(&self, c: &'static str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.opt_text(c)?.map(|s| parse_ts(c, &s)).transpose()
+    }
+}
+
 impl Cols for PgRow {
     common_cols!();
     fn opt_ts(&self, c: &'static str) -> Result<Option<DateTime<Utc>>, StoreError> {

@@ -184,7 +184,6 @@ impl SqliteStore {
     /// increases whenever the digest changes.
     pub async fn upsert_job(&self, def: &JobDefinition) -> Result<JobRecord, StoreError> {
         let now = ts(Utc::now());
-        let name = def.name.clone();
         let def = def.clone();
         // One transaction on the writer thread: a reload goes live sooner.
         self.hot
@@ -237,10 +236,10 @@ impl SqliteStore {
                         keep_component_in(tx, id, version, &def.digest, bytes)?;
                     }
                 }
-                Ok(())
+                // Read back on the same connection: no second trip.
+                tx.prepare_cached("SELECT * FROM jobs WHERE id = ?1")?.query_row([id], |r| Ok(job_from_row(r)))
             })
-            .await?;
-        self.get_job(&name).await?.ok_or(StoreError::UnknownJob(name))
+            .await?
     }
 
     /// Keeps a job version's component bytes (for rollback) if the version
