@@ -190,7 +190,7 @@ impl PgStore {
                     }
                 }
                 // Read back in the same transaction: no second trip.
-                Ok(sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(id).fetch_one(&mut *c).await?)
+                sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(id).fetch_one(&mut *c).await
             })
         })
         .await
