@@ -345,7 +345,6 @@ impl Runtime {
                 due,
                 Box::new(move || {
                     let called = span.in_scope(|| exec::call_prepared(&rt, prepared));
-                    drop(rt);
                     Box::new(move || {
                         let _ = reply.send(span.in_scope(|| called.finish()));
                     })

@@ -33,29 +33,30 @@ pub(super) trait Cols {
 
 const READ: &str = "reading a row";
 
-/// The columns both backends read alike (instants differ: see each impl).
+/// The columns every row type reads alike (instants differ: see each impl),
+/// each read with `$get` and its error turned into a [`StoreError`] by `$err`.
 macro_rules! common_cols {
-    () => {
+    ($get:ident, $err:expr) => {
         fn text(&self, c: &'static str) -> Result<String, StoreError> {
-            self.try_get(c).map_err(q(READ))
+            self.$get(c).map_err($err)
         }
         fn opt_text(&self, c: &'static str) -> Result<Option<String>, StoreError> {
-            self.try_get(c).map_err(q(READ))
+            self.$get(c).map_err($err)
         }
         fn int(&self, c: &'static str) -> Result<i64, StoreError> {
-            self.try_get(c).map_err(q(READ))
+            self.$get(c).map_err($err)
         }
         fn opt_int(&self, c: &'static str) -> Result<Option<i64>, StoreError> {
-            self.try_get(c).map_err(q(READ))
+            self.$get(c).map_err($err)
         }
         fn flag(&self, c: &'static str) -> Result<bool, StoreError> {
-            self.try_get(c).map_err(q(READ))
+            self.$get(c).map_err($err)
         }
     };
 }
 
 impl Cols for SqliteRow {
-    common_cols!();
+    common_cols!(try_get, q(READ));
     fn opt_ts(&self, c: &'static str) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.opt_text(c)?.map(|s| parse_ts(c, &s)).transpose()
     }
@@ -63,28 +64,14 @@ impl Cols for SqliteRow {
 
 /// A row read on the SQLite writer thread's own connection.
 impl Cols for rusqlite::Row<'_> {
-    fn text(&self, c: &'static str) -> Result<String, StoreError> {
-        self.get(c).map_err(|source| StoreError::Write { action: READ, source })
-    }
-    fn opt_text(&self, c: &'static str) -> Result<Option<String>, StoreError> {
-        self.get(c).map_err(|source| StoreError::Write { action: READ, source })
-    }
-    fn int(&self, c: &'static str) -> Result<i64, StoreError> {
-        self.get(c).map_err(|source| StoreError::Write { action: READ, source })
-    }
-    fn opt_int(&self, c: &'static str) -> Result<Option<i64>, StoreError> {
-        self.get(c).map_err(|source| StoreError::Write { action: READ, source })
-    }
-    fn flag(&self, c: &'static str) -> Result<bool, StoreError> {
-        self.get(c).map_err(|source| StoreError::Write { action: READ, source })
-    }
+    common_cols!(get, |source| StoreError::Write { action: READ, source });
     fn opt_ts(&self, c: &'static str) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.opt_text(c)?.map(|s| parse_ts(c, &s)).transpose()
     }
 }
 
 impl Cols for PgRow {
-    common_cols!();
+    common_cols!(try_get, q(READ));
     fn opt_ts(&self, c: &'static str) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.try_get(c).map_err(q(READ))
     }
