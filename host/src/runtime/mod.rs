@@ -173,6 +173,9 @@ impl Runtime {
         config.consume_fuel(settings.fuel);
         config.concurrency_support(false);
         config.wasm_component_model(true);
+        // Only the system's unwinder would read it; registering it with the
+        // system is most of what loading a cached artifact costs.
+        config.native_unwind_info(false);
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
 
         let mut linker: Linker<HostState> = Linker::new(&engine);
