@@ -440,7 +440,7 @@ pub(crate) fn prepare(rt: &Runtime, version: &Arc<ComponentVersion>, inv: Invoca
     let wctx = wit_context(&ctx);
     let mut job = version.pre.instantiate(&mut store);
     if !starts_in.is_zero() {
-        job = warm_up(rt, version, &mut store, job);
+        job = warm_up(version, &mut store, job);
     }
     Prepared { store, job, wctx, timeout: limits.timeout, version: version.clone(), shared }
 }
@@ -454,13 +454,13 @@ pub(crate) fn prepare(rt: &Runtime, version: &Arc<ComponentVersion>, inv: Invoca
 /// back and anything it logged dropped; if it fails, a fresh instance in the
 /// same store takes its place, as if nothing had been tried.
 fn warm_up(
-    rt: &Runtime,
     version: &ComponentVersion,
     store: &mut Store<HostState>,
     job: wasmtime::Result<Job>,
 ) -> wasmtime::Result<Job> {
     let Ok(instance) = job else { return job };
-    let fuel = rt.inner.settings.fuel.then(|| store.get_fuel().ok()).flatten();
+    // None when the engine does not meter fuel.
+    let fuel = store.get_fuel().ok();
     let warmed = instance.call_describe(&mut *store).is_ok();
     if let Some(fuel) = fuel {
         let _ = store.set_fuel(fuel);
