@@ -136,6 +136,16 @@ struct Inner {
     recent: std::sync::Mutex<std::collections::VecDeque<Arc<ComponentVersion>>>,
 }
 
+/// One of the [`MAX_PREPARED`] slots, held by an execution from its
+/// preparation until its guest call starts.
+struct PreparedSlot(Arc<Inner>);
+
+impl Drop for PreparedSlot {
+    fn drop(&mut self) {
+        self.0.prepared.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::SeqCst);
@@ -331,22 +341,23 @@ impl Runtime {
         );
         if let JobCode::Component(version) = &code
             && !wait.is_zero()
-            && self.reserve_prepared()
+            && let Some(slot) = self.reserve_prepared()
         {
             let due = std::time::Instant::now() + wait;
             let version = version.clone();
             let in_span = span.clone();
             let prepared =
                 self.pool_run(move || in_span.in_scope(|| exec::prepare(&rt, &version, invocation, wait))).await;
-            self.inner.prepared.fetch_sub(1, Ordering::SeqCst);
             let Some(prepared) = prepared else { return lost() };
             // The guest call at the instant, on a dispatcher; the store's
-            // teardown and the report after the calls due with it.
+            // teardown and the report after the calls due with it. The slot
+            // is held until the call starts (or the call is dropped unmade).
             let (reply, report) = tokio::sync::oneshot::channel();
             let rt = self.clone();
             self.inner.dispatcher.schedule(
                 due,
                 Box::new(move || {
+                    drop(slot);
                     let called = span.in_scope(|| exec::call_prepared(&rt, prepared));
                     Box::new(move || {
                         let _ = reply.send(span.in_scope(|| called.finish()));
@@ -377,12 +388,20 @@ impl Runtime {
             .unwrap_or_else(|| Err(RuntimeError::WorkerLost.to_string()))
     }
 
-    /// Takes one of the [`MAX_PREPARED`] slots for an execution prepared ahead.
-    fn reserve_prepared(&self) -> bool {
+    /// Takes one of the [`MAX_PREPARED`] slots for an execution prepared
+    /// ahead, if one is free; it is given back when the guard drops.
+    fn reserve_prepared(&self) -> Option<PreparedSlot> {
         self.inner
             .prepared
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_PREPARED).then_some(n + 1))
-            .is_ok()
+            .ok()
+            .map(|_| PreparedSlot(self.inner.clone()))
+    }
+
+    /// Executions prepared ahead of their instant whose guest call has not
+    /// started yet (each holds an instance and its memory).
+    pub fn prepared_waiting(&self) -> usize {
+        self.inner.prepared.load(Ordering::SeqCst)
     }
 
     async fn pool_run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {

@@ -155,3 +155,48 @@ async fn processes_opening_a_new_database_at_once_all_succeed() {
         assert!(store.global_enabled().await.unwrap());
     }
 }
+
+#[actix_rt::test]
+async fn an_execution_prepared_ahead_is_counted_until_its_guest_call_starts() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use sundial::clock::{Clock, SystemClock};
+    use sundial::model::{ExecutionId, RunContext};
+    use sundial::runtime::{CancelToken, Invocation, Limits, Progress, Runtime};
+
+    let runtime = Runtime::new(Arc::new(SystemClock) as Arc<dyn Clock>).unwrap();
+    let version = runtime.load(std::fs::read(wasm("faulty")).unwrap()).await.unwrap();
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let invocation = Invocation {
+        ctx: RunContext {
+            execution_id: ExecutionId(1),
+            job_name: "faulty".into(),
+            scheduled_for: at,
+            timezone: "UTC".into(),
+            trigger: Trigger::Schedule,
+            attempt: 1,
+            args: RunArgs::default(),
+        },
+        limits: Limits { timeout: Duration::from_secs(10), ..Limits::default() },
+        db: None,
+        state: None,
+        cancel: CancelToken::new(),
+        progress: Progress::new(),
+        shared: None,
+    };
+    let run = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            runtime.execute_at(sundial::runtime::JobCode::Component(version), invocation, Some(at)).await
+        })
+    };
+    // Prepared well before its instant, and still waiting for it.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(runtime.prepared_waiting(), 1, "the waiting execution holds its slot");
+    let report = run.await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Succeeded, "{report:?}");
+    let started = report.guest_started_at.unwrap();
+    assert!(started >= at, "the guest call started at its instant, not before ({started} < {at})");
+    assert_eq!(runtime.prepared_waiting(), 0, "the slot is given back once the call started");
+}
