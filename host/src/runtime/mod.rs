@@ -30,7 +30,7 @@ mod pool;
 mod shared;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -53,7 +53,8 @@ use host::HostState;
 use pool::WorkerPool;
 
 /// Executions prepared ahead of their instant at most (each holds an instance
-/// and its memory until its instant).
+/// and its memory until its instant). Past it, an execution waits for a slot
+/// and is prepared then, late, rather than holding more memory.
 const MAX_PREPARED: usize = 4096;
 
 /// Validated versions kept in memory, so that bytes loaded again (a file
@@ -130,20 +131,11 @@ struct Inner {
     io: Option<tokio::runtime::Runtime>,
     clock: Arc<dyn Clock>,
     ticker_stop: Arc<AtomicBool>,
-    prepared: AtomicUsize,
+    /// The [`MAX_PREPARED`] slots.
+    prepared: Arc<tokio::sync::Semaphore>,
     cache: Option<cache::ArtifactCache>,
     /// The versions loaded last, newest first (see [`RECENT_VERSIONS`]).
     recent: std::sync::Mutex<std::collections::VecDeque<Arc<ComponentVersion>>>,
-}
-
-/// One of the [`MAX_PREPARED`] slots, held by an execution from its
-/// preparation until its guest call starts.
-struct PreparedSlot(Arc<Inner>);
-
-impl Drop for PreparedSlot {
-    fn drop(&mut self) {
-        self.0.prepared.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 impl Drop for Inner {
@@ -241,7 +233,7 @@ impl Runtime {
                 io: Some(io),
                 clock,
                 ticker_stop,
-                prepared: AtomicUsize::new(0),
+                prepared: Arc::new(tokio::sync::Semaphore::new(MAX_PREPARED)),
                 recent: Default::default(),
             }),
         })
@@ -318,8 +310,8 @@ impl Runtime {
 
     /// Runs one execution whose guest call must start at `at` (a scheduled
     /// instant a moment ahead): the store and instance are prepared now, on a
-    /// worker, so that at the instant only the call is left. Without `at`, or
-    /// when too many executions are already prepared, it runs at once.
+    /// worker, so that at the instant only the call is left (once one of the
+    /// [`MAX_PREPARED`] slots is free). Without `at` it runs at once.
     pub async fn execute_at(
         &self,
         code: JobCode,
@@ -341,8 +333,11 @@ impl Runtime {
         );
         if let JobCode::Component(version) = &code
             && !wait.is_zero()
-            && let Some(slot) = self.reserve_prepared()
         {
+            // The semaphore is never closed.
+            let Ok(slot) = self.inner.prepared.clone().acquire_owned().await else { return lost() };
+            // Waiting for the slot took some of the time before the instant (or all of it).
+            let wait = at.and_then(|at| (at - self.inner.clock.now()).to_std().ok()).unwrap_or(Duration::ZERO);
             let due = std::time::Instant::now() + wait;
             let version = version.clone();
             let in_span = span.clone();
@@ -388,20 +383,10 @@ impl Runtime {
             .unwrap_or_else(|| Err(RuntimeError::WorkerLost.to_string()))
     }
 
-    /// Takes one of the [`MAX_PREPARED`] slots for an execution prepared
-    /// ahead, if one is free; it is given back when the guard drops.
-    fn reserve_prepared(&self) -> Option<PreparedSlot> {
-        self.inner
-            .prepared
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_PREPARED).then_some(n + 1))
-            .ok()
-            .map(|_| PreparedSlot(self.inner.clone()))
-    }
-
     /// Executions prepared ahead of their instant whose guest call has not
     /// started yet (each holds an instance and its memory).
     pub fn prepared_waiting(&self) -> usize {
-        self.inner.prepared.load(Ordering::SeqCst)
+        MAX_PREPARED - self.inner.prepared.available_permits()
     }
 
     async fn pool_run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
