@@ -12,6 +12,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../tests/all/fixtures.rs"]
+mod fixtures;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -203,28 +206,10 @@ fn tokio_cron_run(n: usize, secs: u64) -> Figures {
 /// One execution after another on one thread (no scheduler, no database):
 /// what a single fire costs the runtime, the floor under the burst figures.
 fn sequential_cost(runs: usize) {
-    use sundial::model::{ExecutionId, RunArgs, RunContext};
-    use sundial::runtime::{CancelToken, Invocation, Limits, Progress};
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let runtime = Runtime::new(clock).unwrap();
     let version = runtime.block_on(runtime.load(fixture())).unwrap();
-    let invocation = |i: usize| Invocation {
-        ctx: RunContext {
-            execution_id: ExecutionId(i as i64),
-            job_name: format!("job{i}"),
-            scheduled_for: Utc::now(),
-            timezone: "UTC".into(),
-            trigger: Trigger::Schedule,
-            attempt: 1,
-            args: RunArgs::default(),
-        },
-        limits: Limits { timeout: Duration::from_secs(10), ..Limits::default() },
-        db: None,
-        state: None,
-        cancel: CancelToken::new(),
-        progress: Progress::new(),
-        shared: None,
-    };
+    let invocation = |i: usize| fixtures::invocation(i as i64, &format!("job{i}"), Utc::now());
     for i in 0..runs / 10 {
         runtime.block_on(runtime.execute(version.clone(), invocation(i)));
     }

@@ -318,7 +318,8 @@ impl Runtime {
         invocation: Invocation,
         at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> RunReport {
-        let wait = at.and_then(|at| (at - self.inner.clock.now()).to_std().ok()).unwrap_or(Duration::ZERO);
+        let until_at = || at.and_then(|at| (at - self.inner.clock.now()).to_std().ok()).unwrap_or(Duration::ZERO);
+        let wait = until_at();
         let lost = || RunReport::host_failure(RuntimeError::WorkerLost.to_string());
         let rt = self.clone();
         // Everything the run logs (guest log calls included) is inside this span.
@@ -337,7 +338,7 @@ impl Runtime {
             // The semaphore is never closed.
             let Ok(slot) = self.inner.prepared.clone().acquire_owned().await else { return lost() };
             // Waiting for the slot took some of the time before the instant (or all of it).
-            let wait = at.and_then(|at| (at - self.inner.clock.now()).to_std().ok()).unwrap_or(Duration::ZERO);
+            let wait = until_at();
             let due = std::time::Instant::now() + wait;
             let version = version.clone();
             let in_span = span.clone();

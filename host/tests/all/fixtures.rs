@@ -1,6 +1,6 @@
 //! Fixture builders shared by the tests and the benchmarks (which include
-//! this file by path): they need nothing but the standard library and
-//! rusqlite.
+//! this file by path): they need nothing but the standard library,
+//! rusqlite, chrono and the host crate.
 
 #![allow(dead_code)]
 
@@ -84,3 +84,27 @@ pub const ZONES: [&str; 30] = [
     "Pacific/Auckland",
     "Pacific/Chatham",
 ];
+
+/// A scheduled first attempt of `job` with no database, state or share, and
+/// a 10 s deadline: a runtime-level execution of a fixture component.
+pub fn invocation(id: i64, job: &str, scheduled_for: chrono::DateTime<chrono::Utc>) -> sundial::runtime::Invocation {
+    use sundial::model::{ExecutionId, RunArgs, RunContext, Trigger};
+    use sundial::runtime::{CancelToken, Invocation, Limits, Progress};
+    Invocation {
+        ctx: RunContext {
+            execution_id: ExecutionId(id),
+            job_name: job.into(),
+            scheduled_for,
+            timezone: "UTC".into(),
+            trigger: Trigger::Schedule,
+            attempt: 1,
+            args: RunArgs::default(),
+        },
+        limits: Limits { timeout: std::time::Duration::from_secs(10), ..Limits::default() },
+        db: None,
+        state: None,
+        cancel: CancelToken::new(),
+        progress: Progress::new(),
+        shared: None,
+    }
+}

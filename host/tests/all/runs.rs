@@ -162,29 +162,12 @@ async fn an_execution_prepared_ahead_is_counted_until_its_guest_call_starts() {
     use std::time::Duration;
 
     use sundial::clock::{Clock, SystemClock};
-    use sundial::model::{ExecutionId, RunContext};
-    use sundial::runtime::{CancelToken, Invocation, Limits, Progress, Runtime};
+    use sundial::runtime::Runtime;
 
     let runtime = Runtime::new(Arc::new(SystemClock) as Arc<dyn Clock>).unwrap();
     let version = runtime.load(std::fs::read(wasm("faulty")).unwrap()).await.unwrap();
     let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
-    let invocation = Invocation {
-        ctx: RunContext {
-            execution_id: ExecutionId(1),
-            job_name: "faulty".into(),
-            scheduled_for: at,
-            timezone: "UTC".into(),
-            trigger: Trigger::Schedule,
-            attempt: 1,
-            args: RunArgs::default(),
-        },
-        limits: Limits { timeout: Duration::from_secs(10), ..Limits::default() },
-        db: None,
-        state: None,
-        cancel: CancelToken::new(),
-        progress: Progress::new(),
-        shared: None,
-    };
+    let invocation = crate::fixtures::invocation(1, "faulty", at);
     let run = {
         let runtime = runtime.clone();
         tokio::spawn(async move {
