@@ -658,7 +658,12 @@ impl Handler<Watch> for Loader {
         let addr = ctx.address();
         let handler = move |event: notify::Result<notify::Event>| match event {
             Ok(e) => {
-                use notify::event::{EventKind, ModifyKind, RenameMode};
+                use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+                // Reading a file changes nothing (and the loader's own reads
+                // would otherwise come back as events); a close after writing does.
+                if matches!(e.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write)) {
+                    return;
+                }
                 // A file renamed into place is complete (atomic installs,
                 // `sundial deploy`): no need to wait for it to go quiet.
                 let renamed_to = match e.kind {
