@@ -14,6 +14,9 @@
 //!   watched jobs directory, until the new version is live (a rename is
 //!   complete, so it skips the 200 ms debounce; the file event's delivery
 //!   through inotify and the watcher thread is included);
+//! - `watch disk cache`: the same for bytes compiled before but no longer
+//!   held in memory, as after a restart: the compiled artifact is read from
+//!   the on-disk cache;
 //! - a run of the `slow-items` fixture over N users while the component is
 //!   replaced 10 times: items lost, duplicated or run on another version
 //!   (all must be 0), and per-item latency in 10 ms windows with and
@@ -33,6 +36,7 @@ use sundial::config::Config;
 use sundial::events::Event;
 use sundial::host::{Host, HostOptions};
 use sundial::model::RunArgs;
+use sundial::runtime::RECENT_VERSIONS;
 
 #[path = "../tests/all/fixtures.rs"]
 mod fixtures;
@@ -70,6 +74,14 @@ async fn start_host(dir: &Path) -> Host {
     options.database_url = Some(format!("sqlite://{}", dir.join("sundial.db").display()));
     options.jobs_dir = Some(dir.join("jobs"));
     Host::start(options).await.unwrap()
+}
+
+/// Renames `from` to `to` on another thread, as a deploying process would:
+/// on ext4 a rename over an existing file waits for the new file's data to
+/// be allocated (hundreds of microseconds), and that wait must not hold up
+/// the host's own thread, which this bench shares.
+fn rename_elsewhere(from: PathBuf, to: PathBuf) {
+    std::thread::spawn(move || std::fs::rename(from, to).unwrap());
 }
 
 async fn latencies(host: &Host, jobs: &Path, base: &[u8]) {
@@ -137,7 +149,7 @@ async fn latencies(host: &Host, jobs: &Path, base: &[u8]) {
         let tmp = jobs.join(".slow_items.wasm.tmp");
         std::fs::write(&tmp, &bytes).unwrap();
         let t = Instant::now();
-        std::fs::rename(&tmp, jobs.join("slow_items.wasm")).unwrap();
+        rename_elsewhere(tmp, jobs.join("slow_items.wasm"));
         // The loader announces the job changed once the supervisor has the
         // new code; the clock stops there (the check after it is not timed).
         loop {
@@ -154,6 +166,38 @@ async fn latencies(host: &Host, jobs: &Path, base: &[u8]) {
             }
         }
     }
+    // The same from the on-disk artifact cache: each file's bytes were
+    // compiled (and cached) before, then pushed out of the runtime's list of
+    // recent versions by loading other components, as after a restart.
+    let fillers: Vec<Vec<u8>> = (0..RECENT_VERSIONS).map(|i| variant(base, &format!("filler-{i}"))).collect();
+    let disk: Vec<Vec<u8>> = (0..WATCHED).map(|i| variant(base, &format!("watch-disk-{i}"))).collect();
+    for bytes in disk.iter().chain(&fillers) {
+        rt.load(bytes.clone()).await.unwrap();
+    }
+    let mut watch_disk = Vec::new();
+    for bytes in &disk {
+        for f in &fillers {
+            rt.load(f.clone()).await.unwrap();
+        }
+        let digest = sundial::runtime::digest(bytes);
+        let tmp = jobs.join(".slow_items.wasm.tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        let t = Instant::now();
+        rename_elsewhere(tmp, jobs.join("slow_items.wasm"));
+        loop {
+            match events.recv().await.unwrap() {
+                Event::JobChanged { job } if job == "slow-items" => {
+                    let took = t.elapsed();
+                    let j = host.store.get_job("slow-items").await.unwrap().unwrap();
+                    if j.component_digest.as_deref() == Some(digest.as_str()) {
+                        watch_disk.push(took);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
     summary("load raw", load_raw);
     summary("load cached", load_cached);
     summary("deploy raw", deploy_raw);
@@ -161,6 +205,7 @@ async fn latencies(host: &Host, jobs: &Path, base: &[u8]) {
     summary("swap (no load)", swap);
     summary("  of which fsync", write);
     summary("watch cached", watch);
+    summary("watch disk cache", watch_disk);
 }
 
 async fn run_with_swaps(host: &Host, db: &Path, base: &[u8], users: i64) {

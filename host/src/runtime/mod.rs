@@ -61,7 +61,10 @@ const MAX_PREPARED: usize = 4096;
 /// put back, a rollback, a deploy of bytes just validated) go live without
 /// reading the compiled-artifact cache or calling `describe` again. Each
 /// holds its compiled code, hence the small bound.
-const RECENT_VERSIONS: usize = 8;
+pub const RECENT_VERSIONS: usize = 8;
+
+/// Versions pushed out of the recent list (dropped outside its lock).
+type Evicted = std::collections::VecDeque<Arc<ComponentVersion>>;
 
 /// How often the epoch advances: the resolution of deadlines and cancellation.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -259,7 +262,15 @@ impl Runtime {
             return Ok(version);
         }
         let rt = self.clone();
-        match self.inner.pool.run(move || rt.load_new(&bytes, digest)).await {
+        let (done, loaded) = tokio::sync::oneshot::channel();
+        drop(self.inner.pool.run(move || {
+            let (version, evicted) = rt.load_new(&bytes, digest);
+            let _ = done.send(version);
+            // Unmapping the code of versions pushed out of the recent list
+            // is not part of this load.
+            drop(evicted);
+        }));
+        match loaded.await {
             Ok(r) => r,
             Err(_) => Err(LoadError::Host(RuntimeError::WorkerLost.to_string())),
         }
@@ -274,13 +285,20 @@ impl Runtime {
         if let Some(version) = self.recent(&digest) {
             return Ok(version);
         }
-        self.load_new(bytes, digest)
+        self.load_new(bytes, digest).0
     }
 
-    fn load_new(&self, bytes: &[u8], digest: String) -> Result<Arc<ComponentVersion>, LoadError> {
-        let version = Arc::new(component::load(self, bytes, digest)?);
-        self.remember(version.clone());
-        Ok(version)
+    /// Loads bytes not loaded lately; also returns the versions this pushed
+    /// out of the recent list, for the caller to drop when it suits it.
+    fn load_new(&self, bytes: &[u8], digest: String) -> (Result<Arc<ComponentVersion>, LoadError>, Evicted) {
+        match component::load(self, bytes, digest) {
+            Ok(version) => {
+                let version = Arc::new(version);
+                let evicted = self.remember(version.clone());
+                (Ok(version), evicted)
+            }
+            Err(e) => (Err(e), Evicted::default()),
+        }
     }
 
     fn recent(&self, digest: &str) -> Option<Arc<ComponentVersion>> {
@@ -291,11 +309,12 @@ impl Runtime {
         Some(version)
     }
 
-    fn remember(&self, version: Arc<ComponentVersion>) {
+    fn remember(&self, version: Arc<ComponentVersion>) -> Evicted {
         let mut recent = self.inner.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         recent.retain(|v| v.digest != version.digest);
         recent.push_front(version);
-        recent.truncate(RECENT_VERSIONS);
+        let keep = RECENT_VERSIONS.min(recent.len());
+        recent.split_off(keep)
     }
 
     /// Runs one execution on a worker thread and reports how it ended.

@@ -200,40 +200,62 @@ async fn compiled_components_are_cached_and_foreign_entries_ignored() {
     let key = cache.join("key");
     assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "the key is private");
     let digest = digest(&wasm("cleanup"));
-    let entries: Vec<_> = std::fs::read_dir(&cache)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&digest))
-        .collect();
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    let entry = &entries[0];
-    let written = std::fs::read(entry).unwrap();
+    let entry = |ext: &str| {
+        let found: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&digest))
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .collect();
+        assert_eq!(found.len(), 1, "one {ext} file for the component: {found:?}");
+        found[0].clone()
+    };
+    let (code, meta) = (entry("cwasm"), entry("meta"));
+    let written = (std::fs::read(&code).unwrap(), std::fs::read(&meta).unwrap());
+    let entry_now = || (std::fs::read(&code).unwrap(), std::fs::read(&meta).unwrap());
 
-    // Someone else's bytes under the right name: ignored, rewritten.
-    let mut forged = written.clone();
+    // Someone else's code under the right name: ignored, rewritten.
+    let mut forged = written.0.clone();
     let last = forged.len() - 1;
     forged[last] ^= 0xff;
-    std::fs::write(entry, &forged).unwrap();
+    std::fs::write(&code, &forged).unwrap();
     let host = env.host(false).await;
     let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Succeeded);
     host.stop().await;
-    assert_eq!(std::fs::read(entry).unwrap(), written, "the forged entry was replaced by the host's own");
+    assert!(entry_now() == written, "the forged code was replaced by the host's own");
 
     // The entry keeps what `describe` returned, so a cached load does not
     // call it again; a forged record is refused like forged code.
-    let record = 32 + 4;
-    let len = u32::from_le_bytes(written[32..36].try_into().unwrap()) as usize;
-    let described = std::str::from_utf8(&written[record..record + len]).unwrap();
+    let described = std::str::from_utf8(&written.1[32..]).unwrap();
     assert!(described.contains("\"name\":\"cleanup\""), "{described}");
-    let mut forged = written.clone();
-    let at = record + described.find("cleanup").unwrap();
+    let mut forged = written.1.clone();
+    let at = 32 + described.find("cleanup").unwrap();
     forged[at] = b'X';
-    std::fs::write(entry, &forged).unwrap();
+    std::fs::write(&meta, &forged).unwrap();
     let host = env.host(false).await;
     assert!(host.job_snapshot("cleanup").await.is_ok(), "the job is known by its real name");
     host.stop().await;
-    assert_eq!(std::fs::read(entry).unwrap(), written, "the forged record was replaced by the host's own");
+    assert!(entry_now() == written, "the forged record was replaced by the host's own");
+
+    // A code file replaced after its entry was written (another, valid
+    // host's entry for other code, say) is refused too: the MAC covers the code.
+    std::fs::write(&code, std::fs::read(wasm("cleanup")).unwrap()).unwrap();
+    let host = env.host(false).await;
+    let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Succeeded);
+    host.stop().await;
+    assert!(entry_now() == written, "the replaced code was rewritten");
+
+    // A sound entry is used as it is (mapped from the file, not compiled
+    // and written again), and the job runs from it.
+    let modified = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let before = (modified(&code), modified(&meta));
+    let host = env.host(false).await;
+    let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Succeeded);
+    host.stop().await;
+    assert_eq!((modified(&code), modified(&meta)), before, "the cached entry was loaded, not rewritten");
 
     // A cache that cannot be used (a file where the directory should be) is
     // not an error: jobs are compiled as without one.
