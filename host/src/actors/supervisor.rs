@@ -327,6 +327,7 @@ impl JobSupervisor {
             scheduled_for: req.scheduled_for,
             cancel: cancel.clone(),
             repo: self.repo.clone(),
+            clock: self.clock.clone(),
             id,
         });
         let args = self.effective_args(&req.args);
@@ -602,6 +603,7 @@ struct SlotWait {
     scheduled_for: DateTime<Utc>,
     cancel: CancelToken,
     repo: Addr<Repository>,
+    clock: Arc<dyn Clock>,
     id: ExecutionId,
 }
 
@@ -618,7 +620,7 @@ impl SlotWait {
             Some(s) => Some(s.acquire(self.priority, self.scheduled_for, &self.cancel).await.ok_or_else(cancelled)?),
             None => None,
         };
-        self.repo.do_send(MarkRunning { id: self.id, at: Utc::now() });
+        self.repo.do_send(MarkRunning { id: self.id, at: self.clock.now() });
         Ok(HeldSlots { _job: job, _host: host })
     }
 }

@@ -163,3 +163,31 @@ async fn runs_waiting_for_a_slot_do_not_start_while_the_host_stops() {
     let peak: i64 = env.app().query_row("SELECT peak FROM gauge", [], |r| r.get(0)).unwrap();
     assert_eq!(peak, 1);
 }
+
+/// A run that waited for a slot records when it started on the host's clock,
+/// like every other run (so tests and simulations with their own clock see
+/// consistent rows).
+#[actix_rt::test]
+async fn a_run_that_waited_for_a_slot_starts_on_the_hosts_clock() {
+    let env = Env::new(&["faulty"])
+        .config(
+            r#"[jobs.faulty]
+               overlap = "allow"
+               database = "read-write"
+               max_running = 1"#,
+        )
+        .clock("2026-03-01T09:00:00Z");
+    env.app()
+        .execute_batch("CREATE TABLE gauge (now INTEGER, peak INTEGER); INSERT INTO gauge VALUES (0, 0);")
+        .unwrap();
+    let host = env.host(false).await;
+    let first = host.start_run("faulty", args(&[("mode", "gauge"), ("ms", "200")])).await.unwrap();
+    let second = host.start_run("faulty", args(&[("mode", "gauge"), ("ms", "10")])).await.unwrap();
+    let row = host.store.get_execution(second.id).await.unwrap().unwrap();
+    assert_eq!(row.status, ExecutionStatus::Queued, "the second run waits for the slot");
+    assert_eq!(first.done.await.unwrap().status, ExecutionStatus::Succeeded);
+    assert_eq!(second.done.await.unwrap().status, ExecutionStatus::Succeeded);
+    let row = host.store.get_execution(second.id).await.unwrap().unwrap();
+    assert_eq!(row.started_at, Some(t("2026-03-01T09:00:00Z")), "started on the host's clock");
+    host.stop().await;
+}
