@@ -193,6 +193,17 @@ struct Held {
     lost: bool,
 }
 
+/// How a batch transaction ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchEnd {
+    /// Full (or old enough): the run goes on with a new batch.
+    GoOn,
+    /// The run (or the page) is done.
+    Complete,
+    /// The run stops early.
+    Stop,
+}
+
 /// Runs an item job's loop to its end.
 pub fn run_with<D: ItemDriver>(driver: &mut D, run: &ItemRun, started_at: chrono::DateTime<chrono::Utc>) -> RunReport {
     let access = driver.session().map(|s| s.access()).unwrap_or(DbAccess::None);
@@ -693,7 +704,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
             }
             at.last_key = Some(D::key(&item).to_string());
             if self.batch.items >= self.batch_cap || self.batch.started.elapsed() >= BATCH_TIME {
-                self.end_batch(&at, false);
+                self.end_batch(&at, BatchEnd::GoOn);
                 if self.page.as_ref().is_some_and(|h| h.lost) {
                     break;
                 }
@@ -702,7 +713,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
         let lost = self.page.as_ref().is_none_or(|h| h.lost);
         if matches!(stop, Stop::No) && !lost {
             match self.ensure_batch() {
-                Ok(()) => self.end_batch(&at, true),
+                Ok(()) => self.end_batch(&at, BatchEnd::Complete),
                 Err(e) => {
                     self.report.fail(ExecutionStatus::Failed, db_class(&e), format!("cannot begin a transaction: {e}"));
                     stop = Stop::Yes;
@@ -777,12 +788,18 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
     /// (or deletes it when the run is complete) and commits. If the commit
     /// fails, the batch's items are counted as failed. Then the driver
     /// hears that the batch ended.
-    fn end_batch(&mut self, at: &Position, complete: bool) {
-        self.end_batch_transaction(at, complete);
+    fn end_batch(&mut self, at: &Position, end: BatchEnd) {
+        self.end_batch_transaction(at, end);
         self.driver.batch_ended();
     }
 
-    fn end_batch_transaction(&mut self, at: &Position, complete: bool) {
+    fn end_batch_transaction(&mut self, at: &Position, end: BatchEnd) {
+        let complete = end == BatchEnd::Complete;
+        // A batch the run goes on after need not wait for the disk: its
+        // progress (checkpoint or page mark) commits with it, so a database
+        // crash loses both and the items are done again; the run's last
+        // batch commits as usual, which makes every batch before it durable.
+        let commit = |db: &mut AppSession| if end == BatchEnd::GoOn { db.commit_relaxed() } else { db.commit() };
         let dry_run = self.run.dry_run;
         let checkpoints = self.checkpoints;
         let job = SqlValue::Text(self.run.job_name.clone());
@@ -822,7 +839,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
             };
             // `Err(None)`: the page was taken over.
             let marked = match claims.mark(db, &held.claim, &mark) {
-                Ok(true) => db.commit().map_err(Some),
+                Ok(true) => commit(db).map_err(Some),
                 Ok(false) => Err(None),
                 Err(e) => Err(Some(e)),
             };
@@ -863,7 +880,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
                 .map(|_| ())
             };
         }
-        let result = result.and_then(|()| db.commit());
+        let result = result.and_then(|()| commit(db));
         if let Err(e) = result {
             let _ = db.rollback();
             if batch.ok > 0 {
@@ -900,7 +917,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
         }
         loop {
             if self.report.items_total >= limit {
-                self.end_batch(&at, true);
+                self.end_batch(&at, BatchEnd::Complete);
                 return Ended::Complete;
             }
             if let Err(e) = self.ensure_batch() {
@@ -910,7 +927,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
             let (mut items, next_cursor) = match self.list(at.cursor.as_deref()) {
                 Ok(page) => page,
                 Err(()) => {
-                    self.end_batch(&at, false);
+                    self.end_batch(&at, BatchEnd::Stop);
                     return Ended::Stopped;
                 }
             };
@@ -932,7 +949,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
                 }
                 at.last_key = Some(D::key(&item).to_string());
                 if self.batch.items >= self.batch_cap || self.batch.started.elapsed() >= BATCH_TIME {
-                    self.end_batch(&at, false);
+                    self.end_batch(&at, BatchEnd::GoOn);
                     if let Err(e) = self.ensure_batch() {
                         self.report.fail(
                             ExecutionStatus::Failed,
@@ -948,7 +965,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
                     at = Position { cursor: Some(next), last_key: None };
                 }
                 _ => {
-                    self.end_batch(&at, true);
+                    self.end_batch(&at, BatchEnd::Complete);
                     return Ended::Complete;
                 }
             }
@@ -1016,7 +1033,7 @@ impl<'a, D: ItemDriver> Engine<'a, D> {
                 self.report.problem(key.to_string(), f.class, f.message.clone());
                 self.publish_progress();
                 self.report.fail(f.status, f.class, f.message);
-                self.end_batch(at, false);
+                self.end_batch(at, BatchEnd::Stop);
                 return Stop::Yes;
             }
         }

@@ -535,12 +535,28 @@ impl AppSession {
 
     /// Commits the open transaction, if any.
     pub fn commit(&mut self) -> Result<(), AppDbError> {
+        self.commit_with("COMMIT")
+    }
+
+    /// Commits the open transaction without waiting for its WAL to reach
+    /// the disk (Postgres: `synchronous_commit = off` for this transaction
+    /// alone; the same round trip). Visible at once, durable a moment later:
+    /// the first ordinary commit after it, on any connection to the server,
+    /// makes it durable too (the WAL is flushed in order). A server crash
+    /// before then loses it whole — so use it only for work whose record of
+    /// progress commits with it, and end with an ordinary [`commit`](Self::commit).
+    /// On SQLite the same as `commit`.
+    pub fn commit_relaxed(&mut self) -> Result<(), AppDbError> {
+        if self.on_postgres() { self.commit_with("SET LOCAL synchronous_commit = off; COMMIT") } else { self.commit() }
+    }
+
+    fn commit_with(&mut self, sql: &str) -> Result<(), AppDbError> {
         if self.tx == TxState::None {
             return Ok(());
         }
         self.tx = TxState::None;
         self.release_pending = false;
-        let r = self.exec_control("COMMIT");
+        let r = self.exec_control(sql);
         if r.is_err() {
             // A failed COMMIT may leave the transaction open: undo it.
             let _ = self.exec_control("ROLLBACK");

@@ -866,3 +866,32 @@ async fn hosts_on_different_versions_record_each_executions_own_version() {
     assert_eq!(upgraded.component_digest.as_deref(), Some(d2.as_str()));
     store.close().await;
 }
+
+/// A batch the item engine goes on after commits without waiting for the
+/// disk: visible to every connection at once, and the relaxed setting is
+/// that transaction's alone (the next one commits durably again).
+#[test]
+fn a_relaxed_commit_is_visible_at_once_and_relaxes_only_its_transaction() {
+    use sundial::model::DbAccess;
+    use sundial::store::appdb::{AppDb, SqlValue as V};
+    let db = new_database();
+    pg_setup(&db, "CREATE TABLE t (id INT PRIMARY KEY)");
+    let app = AppDb::open(&db.url).unwrap();
+    let mut s = app.session(DbAccess::ReadWrite);
+    s.begin().unwrap();
+    s.execute("INSERT INTO t (id) VALUES ($1)", &[V::Integer(1)]).unwrap();
+    s.commit_relaxed().unwrap();
+    let mut other = app.session(DbAccess::ReadOnly);
+    let seen = other.query("SELECT count(*) FROM t", &[]).unwrap();
+    assert_eq!(seen.rows, vec![vec![V::Integer(1)]], "committed, and visible to another connection");
+    s.begin().unwrap();
+    let setting = s.query("SHOW synchronous_commit", &[]).unwrap();
+    assert_eq!(setting.rows, vec![vec![V::Text("on".into())]], "the next transaction commits durably");
+    s.commit().unwrap();
+    // A transaction that failed is not committed by a relaxed commit either.
+    s.begin().unwrap();
+    assert!(s.execute("INSERT INTO t (id) VALUES ($1)", &[V::Integer(1)]).is_err());
+    assert!(s.commit_relaxed().is_err(), "an aborted transaction does not commit");
+    let seen = other.query("SELECT count(*) FROM t", &[]).unwrap();
+    assert_eq!(seen.rows, vec![vec![V::Integer(1)]]);
+}
