@@ -84,6 +84,34 @@ fn rename_elsewhere(from: PathBuf, to: PathBuf) {
     std::thread::spawn(move || std::fs::rename(from, to).unwrap());
 }
 
+/// Renames a file of `bytes` into the watched jobs directory and waits until
+/// the job runs them: how long from the rename. The loader announces the job
+/// changed once the supervisor has the new code; the clock stops there (the
+/// check after it is not timed).
+async fn swap_through_watcher(
+    host: &Host,
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    jobs: &Path,
+    bytes: &[u8],
+) -> Duration {
+    let digest = sundial::runtime::digest(bytes);
+    let tmp = jobs.join(".slow_items.wasm.tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    let t = Instant::now();
+    rename_elsewhere(tmp, jobs.join("slow_items.wasm"));
+    loop {
+        if let Event::JobChanged { job } = events.recv().await.unwrap()
+            && job == "slow-items"
+        {
+            let took = t.elapsed();
+            let j = host.store.get_job("slow-items").await.unwrap().unwrap();
+            if j.component_digest.as_deref() == Some(digest.as_str()) {
+                return took;
+            }
+        }
+    }
+}
+
 async fn latencies(host: &Host, jobs: &Path, base: &[u8]) {
     let rt = &host.runtime;
     // Raw: bytes never seen, compiled from scratch.
@@ -145,26 +173,7 @@ async fn latencies(host: &Host, jobs: &Path, base: &[u8]) {
     for i in 0..WATCHED {
         let bytes = variant(base, &format!("watch-{i}"));
         rt.load(bytes.clone()).await.unwrap();
-        let digest = sundial::runtime::digest(&bytes);
-        let tmp = jobs.join(".slow_items.wasm.tmp");
-        std::fs::write(&tmp, &bytes).unwrap();
-        let t = Instant::now();
-        rename_elsewhere(tmp, jobs.join("slow_items.wasm"));
-        // The loader announces the job changed once the supervisor has the
-        // new code; the clock stops there (the check after it is not timed).
-        loop {
-            match events.recv().await.unwrap() {
-                Event::JobChanged { job } if job == "slow-items" => {
-                    let took = t.elapsed();
-                    let j = host.store.get_job("slow-items").await.unwrap().unwrap();
-                    if j.component_digest.as_deref() == Some(digest.as_str()) {
-                        watch.push(took);
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
+        watch.push(swap_through_watcher(host, &mut events, jobs, &bytes).await);
     }
     // The same from the on-disk artifact cache: each file's bytes were
     // compiled (and cached) before, then pushed out of the runtime's list of
@@ -179,24 +188,7 @@ async fn latencies(host: &Host, jobs: &Path, base: &[u8]) {
         for f in &fillers {
             rt.load(f.clone()).await.unwrap();
         }
-        let digest = sundial::runtime::digest(bytes);
-        let tmp = jobs.join(".slow_items.wasm.tmp");
-        std::fs::write(&tmp, bytes).unwrap();
-        let t = Instant::now();
-        rename_elsewhere(tmp, jobs.join("slow_items.wasm"));
-        loop {
-            match events.recv().await.unwrap() {
-                Event::JobChanged { job } if job == "slow-items" => {
-                    let took = t.elapsed();
-                    let j = host.store.get_job("slow-items").await.unwrap().unwrap();
-                    if j.component_digest.as_deref() == Some(digest.as_str()) {
-                        watch_disk.push(took);
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
+        watch_disk.push(swap_through_watcher(host, &mut events, jobs, bytes).await);
     }
     summary("load raw", load_raw);
     summary("load cached", load_cached);

@@ -263,12 +263,16 @@ impl Runtime {
         }
         let rt = self.clone();
         let (done, loaded) = tokio::sync::oneshot::channel();
-        drop(self.inner.pool.run(move || {
-            let (version, evicted) = rt.load_new(&bytes, digest);
-            let _ = done.send(version);
-            // Unmapping the code of versions pushed out of the recent list
-            // is not part of this load.
-            drop(evicted);
+        drop(self.inner.pool.run(move || match rt.load_new(&bytes, digest) {
+            Ok((version, evicted)) => {
+                let _ = done.send(Ok(version));
+                // Unmapping the code of versions pushed out of the recent
+                // list is not part of this load.
+                drop(evicted);
+            }
+            Err(e) => {
+                let _ = done.send(Err(e));
+            }
         }));
         match loaded.await {
             Ok(r) => r,
@@ -285,20 +289,15 @@ impl Runtime {
         if let Some(version) = self.recent(&digest) {
             return Ok(version);
         }
-        self.load_new(bytes, digest).0
+        self.load_new(bytes, digest).map(|(version, _evicted)| version)
     }
 
     /// Loads bytes not loaded lately; also returns the versions this pushed
     /// out of the recent list, for the caller to drop when it suits it.
-    fn load_new(&self, bytes: &[u8], digest: String) -> (Result<Arc<ComponentVersion>, LoadError>, Evicted) {
-        match component::load(self, bytes, digest) {
-            Ok(version) => {
-                let version = Arc::new(version);
-                let evicted = self.remember(version.clone());
-                (Ok(version), evicted)
-            }
-            Err(e) => (Err(e), Evicted::default()),
-        }
+    fn load_new(&self, bytes: &[u8], digest: String) -> Result<(Arc<ComponentVersion>, Evicted), LoadError> {
+        let version = Arc::new(component::load(self, bytes, digest)?);
+        let evicted = self.remember(version.clone());
+        Ok((version, evicted))
     }
 
     fn recent(&self, digest: &str) -> Option<Arc<ComponentVersion>> {
