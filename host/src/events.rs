@@ -79,6 +79,20 @@ pub enum Event {
         /// The job.
         job: String,
     },
+    /// A loaded job's file changed and its new version went live (a job
+    /// seen for the first time has only its `JobChanged`).
+    JobReloaded {
+        /// The job.
+        job: String,
+        /// The new version's number.
+        version: i64,
+        /// The new version's digest.
+        digest: String,
+        /// From the file event that completed the new file (its rename into
+        /// place, or its last write before it went quiet, so the quiet
+        /// period is included) to the new version live, microseconds.
+        took_us: u64,
+    },
     /// The global switch changed.
     SchedulerChanged {
         /// On or off.
@@ -95,6 +109,7 @@ impl Event {
             Event::ExecutionProgress { .. } => "execution_progress",
             Event::ExecutionOverrun { .. } => "execution_overrun",
             Event::JobChanged { .. } => "job_changed",
+            Event::JobReloaded { .. } => "job_reloaded",
             Event::SchedulerChanged { .. } => "scheduler_changed",
         }
     }

@@ -21,6 +21,11 @@ const DURATION_BUCKETS: [f64; 16] =
 /// Upper bounds (seconds) of the fire lateness buckets.
 const LATENESS_BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Upper bounds (seconds) of the reload latency buckets: a swap from the
+/// compiled-artifact cache is under a millisecond, a file written in place
+/// waits its 200 ms quiet period, a compile takes seconds.
+const RELOAD_BUCKETS: [f64; 13] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
 /// A cumulative histogram with fixed buckets.
 #[derive(Debug, Clone)]
 struct Histogram {
@@ -63,6 +68,7 @@ struct Inner {
     items: BTreeMap<(String, &'static str), u64>,
     durations: BTreeMap<String, Histogram>,
     lateness: Histogram,
+    reloads: Histogram,
     /// Per job, the executions started and not finished.
     running: BTreeMap<String, std::collections::BTreeSet<ExecutionId>>,
     overruns: BTreeMap<String, u64>,
@@ -84,6 +90,7 @@ impl Metrics {
                 items: BTreeMap::new(),
                 durations: BTreeMap::new(),
                 lateness: Histogram::new(&LATENESS_BUCKETS),
+                reloads: Histogram::new(&RELOAD_BUCKETS),
                 running: BTreeMap::new(),
                 overruns: BTreeMap::new(),
                 events_missed: 0,
@@ -140,6 +147,7 @@ impl Metrics {
                 }
             }
             Event::ExecutionOverrun { job, .. } => *m.overruns.entry(job.clone()).or_default() += 1,
+            Event::JobReloaded { took_us, .. } => m.reloads.observe(*took_us as f64 / 1e6),
             Event::ExecutionProgress { .. } | Event::JobChanged { .. } | Event::SchedulerChanged { .. } => {}
         }
     }
@@ -177,6 +185,13 @@ impl Metrics {
             "Time from a scheduled instant to the start of its guest call.",
         );
         m.lateness.render(&mut out, "sundial_fire_lateness_seconds", "");
+        header(
+            &mut out,
+            "sundial_reload_seconds",
+            "histogram",
+            "Time from the file event that completed a changed job file to its new version live.",
+        );
+        m.reloads.render(&mut out, "sundial_reload_seconds", "");
         header(&mut out, "sundial_running_executions", "gauge", "Executions running on this host now.");
         for (name, ids) in &m.running {
             let _ = writeln!(out, "sundial_running_executions{{{}}} {}", job(name), ids.len());
@@ -264,6 +279,24 @@ mod tests {
             "sundial_fire_lateness_seconds_bucket{le=\"0.0025\"} 0",
             "sundial_fire_lateness_seconds_bucket{le=\"0.005\"} 1",
             "sundial_running_executions{job=\"snapshot\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn reloads_become_a_histogram() {
+        let m = Metrics::new();
+        for took_us in [400, 900, 203_000] {
+            m.record(&Event::JobReloaded { job: "snapshot".into(), version: 2, digest: "ab".into(), took_us });
+        }
+        let text = m.render(&[], true, "0.1.0");
+        for line in [
+            "sundial_reload_seconds_bucket{le=\"0.0005\"} 1",
+            "sundial_reload_seconds_bucket{le=\"0.001\"} 2",
+            "sundial_reload_seconds_bucket{le=\"0.05\"} 2",
+            "sundial_reload_seconds_bucket{le=\"0.25\"} 3",
+            "sundial_reload_seconds_count 3",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

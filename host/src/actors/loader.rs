@@ -136,6 +136,7 @@ impl Loader {
         config: JobConfig,
         job: JobRecord,
         hold: Option<HoldHandle>,
+        noticed: Option<Instant>,
     ) -> Result<String, String> {
         let name = job.name.clone();
         if let Some(l) = self.supervisors.get(&name)
@@ -148,7 +149,7 @@ impl Loader {
         let digest = code.digest();
         let supervisor = match self.supervisors.get_mut(&name) {
             Some(l) => {
-                let deploy = Deploy { code, version_no, config: config.clone(), job: job.clone() };
+                let deploy = Deploy { code, version_no, config: config.clone(), job: job.clone(), noticed };
                 match hold {
                     // The supervisor is waiting for exactly this.
                     Some(hold) => {
@@ -230,9 +231,9 @@ impl Loader {
         }
     }
 
-    /// Handles a file after its events have settled: load it, or apply the
-    /// removal policy.
-    fn settle(&mut self, path: PathBuf, ctx: &mut Context<Self>) {
+    /// Handles a file after its events have settled (the last at `since`):
+    /// load it, or apply the removal policy.
+    fn settle(&mut self, path: PathBuf, since: Instant, ctx: &mut Context<Self>) {
         if self.loading.contains(&path) {
             // Try again once the load in flight has landed.
             self.pending.insert(path.clone(), Instant::now());
@@ -288,7 +289,8 @@ impl Loader {
                         digest: code.digest(),
                         bytes,
                     });
-                    let installed = act.install(path.clone(), code, config, job, hold).map_err(|e| (None, e));
+                    let installed =
+                        act.install(path.clone(), code, config, job, hold, Some(since)).map_err(|e| (None, e));
                     if let (Ok(_), Some(keep)) = (&installed, keep) {
                         act.keep_for_rollback(keep);
                     }
@@ -489,7 +491,7 @@ impl Handler<LoadAll> for Loader {
             for (path, r) in results {
                 let outcome = match r {
                     Ok((version, config, job)) => {
-                        act.install(path.clone(), version, config, job, None).map_err(|e| (None, e))
+                        act.install(path.clone(), version, config, job, None, None).map_err(|e| (None, e))
                     }
                     Err(e) => Err(e),
                 };
@@ -606,7 +608,7 @@ impl Handler<DeployComponent> for Loader {
             let (path, (code, config, job), hold) = res?;
             tracing::info!(job = %job.name, file = %path.display(), version = ?job.component_version,
                 "component deployed");
-            act.install(path, code, config, job.clone(), hold).map_err(DeployError::Register)?;
+            act.install(path, code, config, job.clone(), hold, None).map_err(DeployError::Register)?;
             Ok(job)
         }))
     }
@@ -658,6 +660,8 @@ impl Handler<Watch> for Loader {
         let addr = ctx.address();
         let handler = move |event: notify::Result<notify::Event>| match event {
             Ok(e) => {
+                // When the watcher thread had it: where a reload's latency starts.
+                let seen = Instant::now();
                 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
                 // Reading a file changes nothing (and the loader's own reads
                 // would otherwise come back as events); a close after writing does.
@@ -673,7 +677,7 @@ impl Handler<Watch> for Loader {
                 };
                 for path in e.paths {
                     let complete = renamed_to.as_ref() == Some(&path);
-                    addr.do_send(FileEvent { path, complete });
+                    addr.do_send(FileEvent { path, complete, seen });
                 }
             }
             Err(e) => tracing::warn!(error = %e, "watching the jobs directory"),
@@ -710,6 +714,8 @@ struct FileEvent {
     path: PathBuf,
     /// The file was renamed into place, so it is whole: load it now.
     complete: bool,
+    /// When the watcher had the event.
+    seen: Instant,
 }
 
 impl Handler<FileEvent> for Loader {
@@ -723,10 +729,10 @@ impl Handler<FileEvent> for Loader {
         }
         if msg.complete {
             self.pending.remove(&path);
-            return self.settle(path, ctx);
+            return self.settle(path, msg.seen, ctx);
         }
         let first = !self.pending.contains_key(&path);
-        self.pending.insert(path.clone(), Instant::now());
+        self.pending.insert(path.clone(), msg.seen);
         if first {
             self.settle_later(path, DEBOUNCE, ctx);
         }
@@ -743,7 +749,7 @@ impl Loader {
                 act.settle_later(path, DEBOUNCE - quiet, ctx);
             } else {
                 act.pending.remove(&path);
-                act.settle(path, ctx);
+                act.settle(path, last, ctx);
             }
         });
     }

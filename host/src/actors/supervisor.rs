@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -841,6 +841,9 @@ pub struct Deploy {
     pub config: JobConfig,
     /// The stored job.
     pub job: JobRecord,
+    /// For a reload of a changed file: when the host saw the file event
+    /// that completed it (the reload's latency is measured from there).
+    pub noticed: Option<Instant>,
 }
 
 impl Handler<Deploy> for JobSupervisor {
@@ -885,11 +888,21 @@ impl Handler<Hold> for JobSupervisor {
 impl JobSupervisor {
     fn apply(&mut self, msg: Deploy) {
         self.digest = msg.code.digest();
-        tracing::info!(job = %self.job.name, version = msg.version_no, digest = %self.digest, "new version live");
         self.code = msg.code;
         self.version_no = msg.version_no;
         self.config = msg.config;
         self.job = msg.job;
+        // Live from here: the next run starts on this code.
+        let took = msg.noticed.map(|noticed| noticed.elapsed());
+        if let Some(took) = took {
+            let _ = self.events.send(Event::JobReloaded {
+                job: self.job.name.clone(),
+                version: self.version_no,
+                digest: self.digest.clone(),
+                took_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            });
+        }
+        tracing::info!(job = %self.job.name, version = self.version_no, digest = %self.digest, reload = ?took, "new version live");
     }
 }
 

@@ -227,11 +227,11 @@ impl SqliteStore {
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )?;
                 if let Some(version) = version {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO job_versions (job_id, version, digest, first_seen) VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT (job_id, version) DO NOTHING",
-                        rusqlite::params![id, version, digest, now],
-                    )?;
+                    )?
+                    .execute(rusqlite::params![id, version, digest, now])?;
                     if let Some(bytes) = &def.component {
                         keep_component_in(tx, id, version, &def.digest, bytes)?;
                     }

@@ -5,7 +5,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use tokio::sync::broadcast::Receiver;
+
 use sundial::actors::loader::GetSupervisor;
+use sundial::events::Event;
 use sundial::host::Host;
 use sundial::model::{ExecutionStatus, JobRecord, RunArgs};
 
@@ -21,6 +24,23 @@ fn install(dir: &Path, name: &str, bytes: &[u8]) {
 
 async fn job(host: &Host, name: &str) -> Option<JobRecord> {
     host.store.get_job(name).await.unwrap()
+}
+
+/// Waits (up to 30 s) for the `job_reloaded` event of `digest`'s version of
+/// `job`: its version number and how long the host says the reload took.
+async fn reloaded(events: &mut Receiver<Event>, name: &str, digest: &str) -> (i64, Duration) {
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(Event::JobReloaded { job, version, digest: live, took_us }) if job == name && live == digest => {
+                    return (version, Duration::from_micros(took_us));
+                }
+                Ok(_) => {}
+                Err(e) => panic!("events: {e}"),
+            }
+        }
+    };
+    actix_rt::time::timeout(Duration::from_secs(30), wait).await.expect("no job_reloaded event")
 }
 
 /// Waits until the stored job satisfies `f`.
@@ -86,10 +106,18 @@ async fn a_changed_file_goes_live_and_a_new_file_is_scheduled() {
     let env = Env::new(&["cleanup"]).config("[jobs.cleanup]\ndatabase = \"read-write\"");
     env.app();
     let host = env.host(true).await;
+    let mut events = host.subscribe();
     let v2 = variant(&std::fs::read(wasm("cleanup")).unwrap(), "v2");
+    let renamed = std::time::Instant::now();
     install(&env.jobs_dir(), "cleanup.wasm", &v2);
     let j = job_until(&host, "cleanup", "v2", |j| j.component_version == Some(2)).await;
     assert_eq!(j.component_digest.as_deref(), Some(sundial::runtime::digest(&v2).as_str()));
+    // Announced with the version, and measured from the rename's event (the
+    // compile is in it; a rename is complete, so no quiet period is).
+    let (version, took) = reloaded(&mut events, "cleanup", &sundial::runtime::digest(&v2)).await;
+    let seen = renamed.elapsed();
+    assert_eq!(version, 2);
+    assert!(!took.is_zero() && took <= seen, "the reload took {took:?}, {seen:?} after the rename began");
     let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Succeeded);
     let e = &host.store.list_executions("cleanup", 1, None).await.unwrap()[0];
@@ -118,6 +146,18 @@ async fn a_changed_file_goes_live_and_a_new_file_is_scheduled() {
     })
     .await;
     assert_eq!(j.component_version, Some(3));
+    // Measured from the last write, so the quiet period after it is in the figure.
+    let (version, took) = reloaded(&mut events, "cleanup", &sundial::runtime::digest(&v3)).await;
+    assert_eq!(version, 3);
+    assert!(
+        took >= sundial::actors::loader::DEBOUNCE,
+        "a file written in place reloaded {took:?} after its last write"
+    );
+    let text = host.metrics.render(&[], true, "test");
+    assert!(
+        text.lines().any(|l| l.starts_with("sundial_reload_seconds_count ") && l != "sundial_reload_seconds_count 0"),
+        "{text}"
+    );
     host.stop().await;
 }
 
@@ -452,7 +492,13 @@ async fn a_run_asked_for_while_a_version_is_recorded_runs_the_new_code() {
     let job = host.store.get_job("cleanup").await.unwrap().unwrap();
     let config = host.config.job(&version.info).unwrap();
     let digest = version.digest.clone();
-    let sent = tx.send(Deploy { code: sundial::runtime::JobCode::Component(version), version_no: 7, config, job });
+    let sent = tx.send(Deploy {
+        code: sundial::runtime::JobCode::Component(version),
+        version_no: 7,
+        config,
+        job,
+        noticed: None,
+    });
     assert!(sent.is_ok(), "the supervisor waits for the new version");
     let report = run.await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Succeeded);
