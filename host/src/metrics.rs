@@ -244,6 +244,13 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
+    /// Fails unless each of `lines` is a whole line of `text`.
+    fn has_lines(text: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(text.lines().any(|l| l == *line), "missing {line:?} in\n{text}");
+        }
+    }
+
     #[test]
     fn finished_executions_become_counters_and_histograms() {
         let m = Metrics::new();
@@ -269,19 +276,20 @@ mod tests {
             items: ItemCounts { total: 10, ok: 7, skipped: 2, failed: 1 },
         });
         let text = m.render(&[], true, "0.1.0");
-        for line in [
-            "sundial_executions_total{job=\"snapshot\",status=\"partial\"} 1",
-            "sundial_items_total{job=\"snapshot\",outcome=\"ok\"} 7",
-            "sundial_items_total{job=\"snapshot\",outcome=\"failed\"} 1",
-            "sundial_execution_duration_seconds_bucket{job=\"snapshot\",le=\"1\"} 0",
-            "sundial_execution_duration_seconds_bucket{job=\"snapshot\",le=\"2.5\"} 1",
-            "sundial_execution_duration_seconds_count{job=\"snapshot\"} 1",
-            "sundial_fire_lateness_seconds_bucket{le=\"0.0025\"} 0",
-            "sundial_fire_lateness_seconds_bucket{le=\"0.005\"} 1",
-            "sundial_running_executions{job=\"snapshot\"} 0",
-        ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
-        }
+        has_lines(
+            &text,
+            &[
+                "sundial_executions_total{job=\"snapshot\",status=\"partial\"} 1",
+                "sundial_items_total{job=\"snapshot\",outcome=\"ok\"} 7",
+                "sundial_items_total{job=\"snapshot\",outcome=\"failed\"} 1",
+                "sundial_execution_duration_seconds_bucket{job=\"snapshot\",le=\"1\"} 0",
+                "sundial_execution_duration_seconds_bucket{job=\"snapshot\",le=\"2.5\"} 1",
+                "sundial_execution_duration_seconds_count{job=\"snapshot\"} 1",
+                "sundial_fire_lateness_seconds_bucket{le=\"0.0025\"} 0",
+                "sundial_fire_lateness_seconds_bucket{le=\"0.005\"} 1",
+                "sundial_running_executions{job=\"snapshot\"} 0",
+            ],
+        );
     }
 
     #[test]
@@ -291,15 +299,16 @@ mod tests {
             m.record(&Event::JobReloaded { job: "snapshot".into(), version: 2, digest: "ab".into(), took_us });
         }
         let text = m.render(&[], true, "0.1.0");
-        for line in [
-            "sundial_reload_seconds_bucket{le=\"0.0005\"} 1",
-            "sundial_reload_seconds_bucket{le=\"0.001\"} 2",
-            "sundial_reload_seconds_bucket{le=\"0.05\"} 2",
-            "sundial_reload_seconds_bucket{le=\"0.25\"} 3",
-            "sundial_reload_seconds_count 3",
-        ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
-        }
+        has_lines(
+            &text,
+            &[
+                "sundial_reload_seconds_bucket{le=\"0.0005\"} 1",
+                "sundial_reload_seconds_bucket{le=\"0.001\"} 2",
+                "sundial_reload_seconds_bucket{le=\"0.05\"} 2",
+                "sundial_reload_seconds_bucket{le=\"0.25\"} 3",
+                "sundial_reload_seconds_count 3",
+            ],
+        );
     }
 
     #[test]
