@@ -27,7 +27,7 @@ use crate::clock::Clock;
 use crate::config::{Config, JobConfig};
 use crate::events::{Event, Events};
 use crate::model::JobRecord;
-use crate::runtime::{ComponentVersion, JobCode, MAX_COMPONENT_BYTES, NativeJob, Runtime};
+use crate::runtime::{ComponentVersion, ContentKey, JobCode, MAX_COMPONENT_BYTES, NativeJob, Runtime};
 use crate::store::JobDefinition;
 use crate::store::appdb::AppDb;
 use crate::store::state::StateDb;
@@ -57,7 +57,7 @@ pub struct Loader {
     /// too, sometimes late, and must not load them a second time (a late read
     /// of an earlier deploy's file would otherwise go live again as a new
     /// version after a newer deploy).
-    own_writes: HashMap<PathBuf, Vec<(String, Instant)>>,
+    own_writes: HashMap<PathBuf, Vec<(ContentKey, Instant)>>,
 }
 
 /// How long a deploy's own write is recognised when the watcher reports it.
@@ -68,6 +68,8 @@ struct Loaded {
     supervisor: Addr<JobSupervisor>,
     path: PathBuf,
     digest: String,
+    /// The content key of its component (none for a native job).
+    key: Option<ContentKey>,
     /// Whether a load error is recorded on the job (its file was rejected or removed).
     failed: bool,
 }
@@ -147,6 +149,7 @@ impl Loader {
         }
         let version_no = job.component_version.unwrap_or(1);
         let digest = code.digest();
+        let key = code.key();
         let supervisor = match self.supervisors.get_mut(&name) {
             Some(l) => {
                 let deploy = Deploy { code, version_no, config: config.clone(), job: job.clone(), noticed };
@@ -162,6 +165,7 @@ impl Loader {
                 // A job whose file was renamed now lives in the new one.
                 l.path = path;
                 l.digest = digest;
+                l.key = key;
                 l.failed = false;
                 l.supervisor.clone()
             }
@@ -181,7 +185,8 @@ impl Loader {
                     events: self.events.clone(),
                 })
                 .start();
-                self.supervisors.insert(name.clone(), Loaded { supervisor: addr.clone(), path, digest, failed: false });
+                self.supervisors
+                    .insert(name.clone(), Loaded { supervisor: addr.clone(), path, digest, key, failed: false });
                 addr
             }
         };
@@ -252,18 +257,18 @@ impl Loader {
         let runtime = self.runtime.clone();
         let repo = self.repo.clone();
         let config = self.config.clone();
-        let unchanged = self.job_at(&path).and_then(|n| self.supervisors.get(&n)).map(|l| l.digest.clone());
-        let own: Vec<String> = self.own_writes(&path);
+        let unchanged = self.job_at(&path).and_then(|n| self.supervisors.get(&n)).and_then(|l| l.key);
+        let own: Vec<ContentKey> = self.own_writes(&path);
         let supervisors = self.supervisor_addrs();
         let file = path.clone();
         let read_at = Instant::now();
         let work = async move {
             let bytes: Arc<[u8]> = read_component(&file)?.into();
-            let digest = crate::runtime::digest(&bytes);
-            if unchanged.as_deref() == Some(digest.as_str()) || own.contains(&digest) {
+            let key = ContentKey::of(&bytes);
+            if unchanged == Some(key) || own.contains(&key) {
                 return Ok(None);
             }
-            let version = runtime.load_digested(bytes.clone(), digest).await.map_err(|e| (None, e.to_string()))?;
+            let version = runtime.load_keyed(bytes.clone(), key).await.map_err(|e| (None, e.to_string()))?;
             let hold = hold(supervisors.get(&version.info.name)).await;
             // The bytes (kept for rollback) are written once the version is
             // live, not on the way to it.
@@ -323,15 +328,15 @@ impl Loader {
         self.supervisors.iter().map(|(n, l)| (n.clone(), l.supervisor.clone())).collect()
     }
 
-    /// The digests deploys wrote to `path` within [`OWN_WRITE_MEMORY`].
-    fn own_writes(&mut self, path: &Path) -> Vec<String> {
+    /// The content keys of what deploys wrote to `path` within [`OWN_WRITE_MEMORY`].
+    fn own_writes(&mut self, path: &Path) -> Vec<ContentKey> {
         let Some(writes) = self.own_writes.get_mut(path) else { return Vec::new() };
         writes.retain(|(_, at)| at.elapsed() < OWN_WRITE_MEMORY);
-        let digests: Vec<String> = writes.iter().map(|(d, _)| d.clone()).collect();
+        let keys: Vec<ContentKey> = writes.iter().map(|(k, _)| *k).collect();
         if writes.is_empty() {
             self.own_writes.remove(path);
         }
-        digests
+        keys
     }
 
     /// The running version's own bytes are back: clear the job's load error.
@@ -594,7 +599,7 @@ impl Handler<DeployComponent> for Loader {
             Ok(path) => path,
             Err(e) => return Box::pin(async move { Err(e) }.into_actor(self)),
         };
-        self.own_writes.entry(path.clone()).or_default().push((msg.version.digest.clone(), Instant::now()));
+        self.own_writes.entry(path.clone()).or_default().push((msg.version.key, Instant::now()));
         let repo = self.repo.clone();
         let config = self.config.clone();
         let supervisor = self.supervisors.get(&name).map(|l| l.supervisor.clone());

@@ -1,11 +1,12 @@
 //! On-disk cache of compiled components, so a restart (or a reload of bytes
 //! seen before) does not compile again.
 //!
-//! An entry is keyed by the component's digest and the engine's
-//! compatibility hash (wasmtime version, target, settings). Only components
-//! that passed validation are cached, with what their `describe` returned,
-//! so loading an entry skips compiling, instantiating and calling
-//! `describe` (the same digest is the same bytes).
+//! An entry is keyed by the component's [`ContentKey`] (a BLAKE3 of its
+//! bytes) and the engine's compatibility hash (wasmtime version, target,
+//! settings). Only components that passed validation are cached, with their
+//! sha256 digest and what their `describe` returned, so loading an entry
+//! skips compiling, instantiating, calling `describe` and computing the
+//! sha256 (the same key is the same bytes).
 //!
 //! Loading compiled code runs it without validation, so the host only loads
 //! entries it wrote itself: each entry carries a keyed BLAKE3 MAC of its
@@ -17,13 +18,15 @@
 //! An entry is two files, so that wasmtime can map the code straight from
 //! the page cache instead of copying it into fresh memory (less than half
 //! the time of a cached load):
-//! - `<digest>-<compat>.v3.cwasm`: the serialized component, exactly;
-//! - `<digest>-<compat>.v3.meta`: the MAC (32 bytes) over the digest, the
-//!   `describe` record and the code, then the record (JSON).
+//! - `<key>-<compat>.v4.cwasm`: the serialized component, exactly;
+//! - `<key>-<compat>.v4.meta`: the MAC (32 bytes) over the key, the record
+//!   and the code, then the record (JSON: the digest and the `describe`
+//!   record).
 //!
 //! The code file is opened once: the MAC is checked on what that open file
-//! holds and wasmtime maps the same open file (through `/proc/self/fd`), so a
-//! file renamed over the entry in between is not what gets mapped.
+//! holds (mapped, not copied) and wasmtime maps the same open file (through
+//! `/proc/self/fd`), so a file renamed over the entry in between is not what
+//! gets mapped.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
@@ -33,12 +36,24 @@ use subtle::ConstantTimeEq;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::component::ContentKey;
 use crate::model::JobInfo;
 
 const MAC_LEN: usize = 32;
 /// The entry format, part of each file's name: entries of another format
 /// are not read.
-const FORMAT: &str = "v3";
+const FORMAT: &str = "v4";
+/// File name endings of earlier formats, removed when the cache opens.
+const EARLIER_FORMATS: [&str; 3] = [".v2.cwasm", ".v3.cwasm", ".v3.meta"];
+
+/// What an entry records beside the code.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Entry {
+    /// The component's sha256 digest.
+    pub(crate) digest: String,
+    /// What its `describe` returned.
+    pub(crate) info: JobInfo,
+}
 
 /// A directory of compiled components.
 pub(crate) struct ArtifactCache {
@@ -62,10 +77,12 @@ impl ArtifactCache {
                 k
             }
         };
-        // Entries of the previous format are never read again.
+        // Entries of earlier formats are never read again.
         if let Ok(entries) = std::fs::read_dir(dir) {
             for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().ends_with(".v2.cwasm") {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if EARLIER_FORMATS.iter().any(|f| name.ends_with(f)) {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
@@ -78,31 +95,31 @@ impl ArtifactCache {
     }
 
     /// The entry's code file and its metadata file.
-    fn paths(&self, digest: &str) -> (PathBuf, PathBuf) {
-        let stem = format!("{digest}-{}.{FORMAT}", self.compat);
+    fn paths(&self, key: ContentKey) -> (PathBuf, PathBuf) {
+        let stem = format!("{}-{}.{FORMAT}", key.to_hex(), self.compat);
         (self.dir.join(format!("{stem}.cwasm")), self.dir.join(format!("{stem}.meta")))
     }
 
-    /// The compiled component for `digest` and what its `describe`
-    /// returned, if this host cached them.
-    pub(crate) fn get(&self, engine: &Engine, digest: &str) -> Option<(Component, JobInfo)> {
-        let (code_path, meta_path) = self.paths(digest);
+    /// The compiled component for `key`, its digest and what its
+    /// `describe` returned, if this host cached them.
+    pub(crate) fn get(&self, engine: &Engine, key: ContentKey) -> Option<(Component, Entry)> {
+        let (code_path, meta_path) = self.paths(key);
         let meta = std::fs::read(meta_path).ok()?;
         let (mac, record) = meta.split_at_checked(MAC_LEN)?;
         let file = std::fs::File::open(&code_path).ok()?;
-        // The code is hashed as it is read, through a small buffer: no copy
-        // of the whole file is made (wasmtime maps the file itself).
-        let mut hasher = self.hasher(digest, record);
+        // The code is hashed where the page cache holds it (mapped, not
+        // copied); wasmtime then maps the same file again for itself.
+        let mut hasher = self.hasher(key, record);
         hash_file(&file, &mut hasher).ok()?;
         if !bool::from(hasher.finalize().as_bytes().ct_eq(mac)) {
-            tracing::warn!(digest, "ignoring a cached artifact this host did not write");
+            tracing::warn!(key = ?key, "ignoring a cached artifact this host did not write");
             return None;
         }
         let unusable = |error: &dyn std::fmt::Display| {
-            tracing::warn!(digest, error = %error, "ignoring an unusable cached artifact");
+            tracing::warn!(key = ?key, error = %error, "ignoring an unusable cached artifact");
         };
-        let info: JobInfo = match serde_json::from_slice(record) {
-            Ok(info) => info,
+        let entry: Entry = match serde_json::from_slice(record) {
+            Ok(entry) => entry,
             Err(e) => {
                 unusable(&e);
                 return None;
@@ -116,16 +133,16 @@ impl ArtifactCache {
         let mapped = unsafe { Component::deserialize_file(engine, open_file_path(&file, &code_path)) };
         let loaded = mapped.or_else(|e| {
             // Mapping is an optimisation: the checked bytes load as well.
-            tracing::debug!(digest, error = %e, "cannot map a cached artifact; reading it");
+            tracing::debug!(key = ?key, error = %e, "cannot map a cached artifact; reading it");
             let code = read_at_start(&file)?;
-            if !bool::from(self.mac(digest, record, &code).ct_eq(mac)) {
+            if !bool::from(self.mac(key, record, &code).ct_eq(mac)) {
                 return Err(wasmtime::format_err!("the code changed while it was read"));
             }
             // SAFETY: as above, these are the checked bytes themselves.
             unsafe { Component::deserialize(engine, &code) }
         });
         match loaded {
-            Ok(c) => Some((c, info)),
+            Ok(c) => Some((c, entry)),
             Err(e) => {
                 unusable(&e);
                 None
@@ -135,13 +152,13 @@ impl ArtifactCache {
 
     /// Stores a validated component and what its `describe` returned (best
     /// effort: a failure is logged).
-    pub(crate) fn put(&self, digest: &str, component: &Component, info: &JobInfo) {
-        let (code_path, meta_path) = self.paths(digest);
+    pub(crate) fn put(&self, key: ContentKey, digest: &str, component: &Component, info: &JobInfo) {
+        let (code_path, meta_path) = self.paths(key);
         let result = (|| {
             let code = component.serialize().map_err(std::io::Error::other)?;
-            let record = serde_json::to_vec(info)?;
+            let record = serde_json::to_vec(&Entry { digest: digest.to_string(), info: info.clone() })?;
             let mut meta = Vec::with_capacity(MAC_LEN + record.len());
-            meta.extend_from_slice(&self.mac(digest, &record, &code));
+            meta.extend_from_slice(&self.mac(key, &record, &code));
             meta.extend_from_slice(&record);
             // Code first: metadata naming code that is not there yet would
             // only be ignored, but this way a complete entry is never missing it.
@@ -153,29 +170,43 @@ impl ArtifactCache {
         }
     }
 
-    /// Keyed BLAKE3 of the digest, the `describe` record and the code
-    /// (each but the last prefixed with its length, so no two entries hash
-    /// the same bytes).
-    fn mac(&self, digest: &str, record: &[u8], code: &[u8]) -> [u8; 32] {
-        let mut h = self.hasher(digest, record);
+    /// Keyed BLAKE3 of the content key, the record and the code (the
+    /// record prefixed with its length, so no two entries hash the same
+    /// bytes).
+    fn mac(&self, key: ContentKey, record: &[u8], code: &[u8]) -> [u8; 32] {
+        let mut h = self.hasher(key, record);
         h.update(code);
         *h.finalize().as_bytes()
     }
 
     /// The MAC's hasher, fed all but the code.
-    fn hasher(&self, digest: &str, record: &[u8]) -> blake3::Hasher {
+    fn hasher(&self, key: ContentKey, record: &[u8]) -> blake3::Hasher {
         let mut h = blake3::Hasher::new_keyed(&self.key);
-        h.update(&(digest.len() as u64).to_le_bytes());
-        h.update(digest.as_bytes());
+        h.update(key.as_bytes());
         h.update(&(record.len() as u64).to_le_bytes());
         h.update(record);
         h
     }
 }
 
-/// Feeds what is left of `file` to `hasher`, 64 KiB at a time (enough for
-/// BLAKE3's wide SIMD paths, small enough to stay in cache).
-fn hash_file(mut file: &std::fs::File, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
+/// Feeds `file` to `hasher`, from the page cache where it can be mapped,
+/// else read through a small buffer.
+fn hash_file(file: &std::fs::File, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
+    // SAFETY: cache files are only ever replaced by renaming a complete new
+    // file over them, never written or truncated in place, and only this
+    // host's user can write the directory; a mapping that did see other
+    // bytes would only fail the MAC check.
+    match unsafe { memmap2::Mmap::map(file) } {
+        Ok(map) => {
+            hasher.update(&map);
+            Ok(())
+        }
+        Err(_) => read_into(file, hasher),
+    }
+}
+
+/// Feeds what is left of `file` to `hasher`, 64 KiB at a time.
+fn read_into(mut file: &std::fs::File, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
     use std::io::Read as _;
     let mut buf = vec![0u8; 64 << 10];
     loop {

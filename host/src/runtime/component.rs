@@ -49,10 +49,42 @@ pub enum LoadError {
     Host(String),
 }
 
+/// What the host knows a component's bytes by internally: their BLAKE3 hash.
+/// It is several times faster to compute than the sha256 [`digest`] users see,
+/// so a reload finds the version it already holds, or its compiled artifact,
+/// without computing the sha256 (the artifact cache keeps it).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContentKey([u8; 32]);
+
+impl ContentKey {
+    /// The key of `bytes`.
+    pub fn of(bytes: &[u8]) -> ContentKey {
+        ContentKey(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// As lowercase hex (the cache's file names).
+    pub(crate) fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ContentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hex = self.to_hex();
+        write!(f, "ContentKey({})", &hex[..12])
+    }
+}
+
 /// A validated, compiled job component, ready to instantiate.
 pub struct ComponentVersion {
     /// Hex sha256 of the file.
     pub digest: String,
+    /// The [`ContentKey`] of the file.
+    pub key: ContentKey,
     /// Size of the file in bytes.
     pub size: usize,
     /// What `describe` returned.
@@ -83,29 +115,30 @@ pub(crate) fn check_size(bytes: &[u8]) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Validates and compiles `bytes`, whose [`digest`] is `digest`.
-pub(crate) fn load(rt: &Runtime, bytes: &[u8], digest: String) -> Result<ComponentVersion, LoadError> {
+/// Validates and compiles `bytes`, whose [`ContentKey`] is `key`.
+pub(crate) fn load(rt: &Runtime, bytes: &[u8], key: ContentKey) -> Result<ComponentVersion, LoadError> {
     check_size(bytes)?;
     check_header(bytes)?;
     let engine = &rt.inner.engine;
-    let (component, described) = match rt.inner.cache.as_ref().and_then(|c| c.get(engine, &digest)) {
-        Some((c, info)) => (c, Some(info)),
+    let (component, described) = match rt.inner.cache.as_ref().and_then(|c| c.get(engine, key)) {
+        Some((c, entry)) => (c, Some(entry)),
         None => (Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?, None),
     };
     let pre = rt.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::World(format!("{e:#}")))?;
     let pre = JobPre::new(pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
-    let info = match described {
+    let (digest, info) = match described {
         // Cached only after `describe` succeeded for these very bytes.
-        Some(info) => info,
+        Some(entry) => (entry.digest, entry.info),
         None => {
             let info = describe(rt, &pre)?;
+            let digest = digest(bytes);
             if let Some(cache) = &rt.inner.cache {
-                cache.put(&digest, &component, &info);
+                cache.put(key, &digest, &component, &info);
             }
-            info
+            (digest, info)
         }
     };
-    Ok(ComponentVersion { digest, size: bytes.len(), info, pre })
+    Ok(ComponentVersion { digest, key, size: bytes.len(), info, pre })
 }
 
 /// Instantiates the component and calls its `describe`.

@@ -36,7 +36,7 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-pub use component::{ComponentVersion, LoadError, MAX_COMPONENT_BYTES, digest};
+pub use component::{ComponentVersion, ContentKey, LoadError, MAX_COMPONENT_BYTES, digest};
 pub use exec::{Helper, Invocation, Limits};
 pub use host::{CancelToken, Progress};
 pub use http::{DEFAULT_HTTP_TIMEOUT, HttpRateLimit, MAX_HTTP_RESPONSE_BYTES, STOP_CHECK};
@@ -251,19 +251,19 @@ impl Runtime {
     pub async fn load(&self, bytes: impl Into<Arc<[u8]>>) -> Result<Arc<ComponentVersion>, LoadError> {
         let bytes: Arc<[u8]> = bytes.into();
         component::check_size(&bytes)?;
-        let digest = digest(&bytes);
-        self.load_digested(bytes, digest).await
+        let key = ContentKey::of(&bytes);
+        self.load_keyed(bytes, key).await
     }
 
-    /// [`Runtime::load`] of bytes whose [`digest`] the caller has already
-    /// computed.
-    pub async fn load_digested(&self, bytes: Arc<[u8]>, digest: String) -> Result<Arc<ComponentVersion>, LoadError> {
-        if let Some(version) = self.recent(&digest) {
+    /// [`Runtime::load`] of bytes whose [`ContentKey`] the caller has
+    /// already computed.
+    pub async fn load_keyed(&self, bytes: Arc<[u8]>, key: ContentKey) -> Result<Arc<ComponentVersion>, LoadError> {
+        if let Some(version) = self.recent(key) {
             return Ok(version);
         }
         let rt = self.clone();
         let (done, loaded) = tokio::sync::oneshot::channel();
-        drop(self.inner.pool.run(move || match rt.load_new(&bytes, digest) {
+        drop(self.inner.pool.run(move || match rt.load_new(&bytes, key) {
             Ok((version, evicted)) => {
                 let _ = done.send(Ok(version));
                 // Unmapping the code of versions pushed out of the recent
@@ -281,28 +281,28 @@ impl Runtime {
     }
 
     /// Validates and compiles a component on the calling thread (bytes
-    /// loaded lately are not validated again: the same digest is the same
+    /// loaded lately are not validated again: the same content key is the same
     /// component).
     pub fn load_blocking(&self, bytes: &[u8]) -> Result<Arc<ComponentVersion>, LoadError> {
         component::check_size(bytes)?;
-        let digest = digest(bytes);
-        if let Some(version) = self.recent(&digest) {
+        let key = ContentKey::of(bytes);
+        if let Some(version) = self.recent(key) {
             return Ok(version);
         }
-        self.load_new(bytes, digest).map(|(version, _evicted)| version)
+        self.load_new(bytes, key).map(|(version, _evicted)| version)
     }
 
     /// Loads bytes not loaded lately; also returns the versions this pushed
     /// out of the recent list, for the caller to drop when it suits it.
-    fn load_new(&self, bytes: &[u8], digest: String) -> Result<(Arc<ComponentVersion>, Evicted), LoadError> {
-        let version = Arc::new(component::load(self, bytes, digest)?);
+    fn load_new(&self, bytes: &[u8], key: ContentKey) -> Result<(Arc<ComponentVersion>, Evicted), LoadError> {
+        let version = Arc::new(component::load(self, bytes, key)?);
         let evicted = self.remember(version.clone());
         Ok((version, evicted))
     }
 
-    fn recent(&self, digest: &str) -> Option<Arc<ComponentVersion>> {
+    fn recent(&self, key: ContentKey) -> Option<Arc<ComponentVersion>> {
         let mut recent = self.inner.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let i = recent.iter().position(|v| v.digest == digest)?;
+        let i = recent.iter().position(|v| v.key == key)?;
         let version = recent.remove(i)?;
         recent.push_front(version.clone());
         Some(version)
@@ -310,7 +310,7 @@ impl Runtime {
 
     fn remember(&self, version: Arc<ComponentVersion>) -> Evicted {
         let mut recent = self.inner.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        recent.retain(|v| v.digest != version.digest);
+        recent.retain(|v| v.key != version.key);
         recent.push_front(version);
         let keep = RECENT_VERSIONS.min(recent.len());
         recent.split_off(keep)

@@ -124,6 +124,14 @@ impl JobCode {
         }
     }
 
+    /// The component's [`ContentKey`] (none for a native job).
+    pub fn key(&self) -> Option<super::ContentKey> {
+        match self {
+            JobCode::Component(v) => Some(v.key),
+            JobCode::Native(_) => None,
+        }
+    }
+
     /// Single-shot or item job (without copying the whole [`JobInfo`]).
     pub fn kind(&self) -> JobKind {
         match self {

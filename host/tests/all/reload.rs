@@ -239,12 +239,14 @@ async fn compiled_components_are_cached_and_foreign_entries_ignored() {
     let cache = env.path().join(".sundial-cache");
     let key = cache.join("key");
     assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "the key is private");
+    // Entries are named by the BLAKE3 of the bytes; they keep the sha256.
     let digest = digest(&wasm("cleanup"));
+    let content_key = blake3::hash(&std::fs::read(wasm("cleanup")).unwrap()).to_hex().to_string();
     let entry = |ext: &str| {
         let found: Vec<_> = std::fs::read_dir(&cache)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&digest))
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&content_key))
             .filter(|p| p.extension().is_some_and(|e| e == ext))
             .collect();
         assert_eq!(found.len(), 1, "one {ext} file for the component: {found:?}");
@@ -259,16 +261,23 @@ async fn compiled_components_are_cached_and_foreign_entries_ignored() {
     let last = forged.len() - 1;
     forged[last] ^= 0xff;
     std::fs::write(&code, &forged).unwrap();
+    // Entries of an earlier format are removed, never read.
+    let old = [cache.join(format!("{digest}-0.v3.cwasm")), cache.join(format!("{digest}-0.v3.meta"))];
+    for f in &old {
+        std::fs::write(f, b"old").unwrap();
+    }
     let host = env.host(false).await;
     let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Succeeded);
     host.stop().await;
     assert!(entry_now() == written, "the forged code was replaced by the host's own");
+    assert!(old.iter().all(|f| !f.exists()), "entries of the earlier format were removed");
 
     // The entry keeps what `describe` returned, so a cached load does not
     // call it again; a forged record is refused like forged code.
     let described = std::str::from_utf8(&written.1[32..]).unwrap();
     assert!(described.contains("\"name\":\"cleanup\""), "{described}");
+    assert!(described.contains(&format!("\"digest\":\"{digest}\"")), "{described}");
     let mut forged = written.1.clone();
     let at = 32 + described.find("cleanup").unwrap();
     forged[at] = b'X';
@@ -294,6 +303,8 @@ async fn compiled_components_are_cached_and_foreign_entries_ignored() {
     let host = env.host(false).await;
     let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
     assert_eq!(report.status, ExecutionStatus::Succeeded);
+    let job = host.store.get_job("cleanup").await.unwrap().unwrap();
+    assert_eq!(job.component_digest.as_deref(), Some(digest.as_str()), "a cached load reports the file's sha256");
     host.stop().await;
     assert_eq!((modified(&code), modified(&meta)), before, "the cached entry was loaded, not rewritten");
 
