@@ -75,7 +75,7 @@ impl ContentKey {
 impl std::fmt::Debug for ContentKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hex = self.to_hex();
-        write!(f, "ContentKey({})", &hex[..12])
+        write!(f, "ContentKey({})", hex.get(..12).unwrap_or(&hex))
     }
 }
 
