@@ -63,13 +63,11 @@ pub struct Loader {
 /// How long a deploy's own write is recognised when the watcher reports it.
 const OWN_WRITE_MEMORY: Duration = Duration::from_secs(10);
 
-/// A loaded job: its supervisor, its file and the digest of its code.
+/// A loaded job: its supervisor, its file and the code it runs.
 struct Loaded {
     supervisor: Addr<JobSupervisor>,
     path: PathBuf,
-    digest: String,
-    /// The content key of its component (none for a native job).
-    key: Option<ContentKey>,
+    code: JobCode,
     /// Whether a load error is recorded on the job (its file was rejected or removed).
     failed: bool,
 }
@@ -148,8 +146,7 @@ impl Loader {
             return Err(format!("job {name:?} is already provided by {}", l.path.display()));
         }
         let version_no = job.component_version.unwrap_or(1);
-        let digest = code.digest();
-        let key = code.key();
+        let live = code.clone();
         let supervisor = match self.supervisors.get_mut(&name) {
             Some(l) => {
                 let deploy = Deploy { code, version_no, config: config.clone(), job: job.clone(), noticed };
@@ -164,8 +161,7 @@ impl Loader {
                 }
                 // A job whose file was renamed now lives in the new one.
                 l.path = path;
-                l.digest = digest;
-                l.key = key;
+                l.code = live;
                 l.failed = false;
                 l.supervisor.clone()
             }
@@ -186,7 +182,7 @@ impl Loader {
                 })
                 .start();
                 self.supervisors
-                    .insert(name.clone(), Loaded { supervisor: addr.clone(), path, digest, key, failed: false });
+                    .insert(name.clone(), Loaded { supervisor: addr.clone(), path, code: live, failed: false });
                 addr
             }
         };
@@ -257,7 +253,7 @@ impl Loader {
         let runtime = self.runtime.clone();
         let repo = self.repo.clone();
         let config = self.config.clone();
-        let unchanged = self.job_at(&path).and_then(|n| self.supervisors.get(&n)).and_then(|l| l.key);
+        let unchanged = self.job_at(&path).and_then(|n| self.supervisors.get(&n)).and_then(|l| l.code.key());
         let own: Vec<ContentKey> = self.own_writes(&path);
         let supervisors = self.supervisor_addrs();
         let file = path.clone();
@@ -360,7 +356,7 @@ impl Loader {
         let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         let message = format!(
             "its file {file} was removed; the last loaded version ({}) keeps running until a file for the job appears again",
-            short(&l.digest)
+            short(&l.code.digest())
         );
         tracing::warn!(job = %name, file = %path.display(), "{message}");
         self.repo.do_send(SetLoadError { name: name.clone(), error: Some(message) });

@@ -150,13 +150,13 @@ impl ArtifactCache {
         }
     }
 
-    /// Stores a validated component and what its `describe` returned (best
-    /// effort: a failure is logged).
-    pub(crate) fn put(&self, key: ContentKey, digest: &str, component: &Component, info: &JobInfo) {
+    /// Stores a validated component with its digest and what its `describe`
+    /// returned (best effort: a failure is logged).
+    pub(crate) fn put(&self, key: ContentKey, component: &Component, entry: &Entry) {
         let (code_path, meta_path) = self.paths(key);
         let result = (|| {
             let code = component.serialize().map_err(std::io::Error::other)?;
-            let record = serde_json::to_vec(&Entry { digest: digest.to_string(), info: info.clone() })?;
+            let record = serde_json::to_vec(entry)?;
             let mut meta = Vec::with_capacity(MAC_LEN + record.len());
             meta.extend_from_slice(&self.mac(key, &record, &code));
             meta.extend_from_slice(&record);
@@ -166,7 +166,7 @@ impl ArtifactCache {
             write_private(&meta_path, &meta)
         })();
         if let Err(e) = result {
-            tracing::warn!(digest, error = %e, "cannot cache a compiled component");
+            tracing::warn!(digest = %entry.digest, error = %e, "cannot cache a compiled component");
         }
     }
 

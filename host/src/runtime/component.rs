@@ -8,6 +8,7 @@ use wasmtime::component::Component;
 
 use super::Runtime;
 use super::bindings::{JobPre, types as wit};
+use super::cache::Entry;
 use super::exec::new_store;
 use super::host::HostState;
 use crate::model::{Capability, DbAccess, JobInfo, JobKind};
@@ -130,12 +131,11 @@ pub(crate) fn load(rt: &Runtime, bytes: &[u8], key: ContentKey) -> Result<Compon
         // Cached only after `describe` succeeded for these very bytes.
         Some(entry) => (entry.digest, entry.info),
         None => {
-            let info = describe(rt, &pre)?;
-            let digest = digest(bytes);
+            let entry = Entry { digest: digest(bytes), info: describe(rt, &pre)? };
             if let Some(cache) = &rt.inner.cache {
-                cache.put(key, &digest, &component, &info);
+                cache.put(key, &component, &entry);
             }
-            (digest, info)
+            (entry.digest, entry.info)
         }
     };
     Ok(ComponentVersion { digest, key, size: bytes.len(), info, pre })
