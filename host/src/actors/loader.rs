@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::repository::{KeepComponent, Repository, SetLoadError, UpsertJob};
+use super::repository::{KeepComponent, Repository, SetLoadError, UpsertJob, UpsertJobPending};
 use super::scheduler::{RegisterJob, Scheduler};
 use super::supervisor::{Deploy, Hold, JobSupervisor, SupervisorSetup};
 use crate::clock::Clock;
@@ -264,11 +264,10 @@ impl Loader {
             if unchanged == Some(key) || own.contains(&key) {
                 return Ok(None);
             }
-            let version = runtime.load_keyed(bytes.clone(), key).await.map_err(|e| (None, e.to_string()))?;
-            let hold = hold(supervisors.get(&version.info.name)).await;
             // The bytes (kept for rollback) are written once the version is
             // live, not on the way to it.
-            let registered = register(&repo, &config, JobCode::Component(version), None).await?;
+            let (registered, hold) =
+                load_registered(&runtime, &repo, &config, &supervisors, bytes.clone(), key).await?;
             Ok(Some((registered, hold, bytes)))
         };
         self.loading.insert(path.clone());
@@ -531,21 +530,69 @@ async fn hold(supervisor: Option<&Addr<JobSupervisor>>) -> Option<HoldHandle> {
     Some(tx)
 }
 
-/// Records a validated job (and its bytes, kept for rollback) with the repository.
-async fn register(repo: &Addr<Repository>, config: &Config, code: JobCode, component: Option<Arc<[u8]>>) -> LoadResult {
-    let info = code.info();
-    let name = info.name.clone();
-    let job_config = config.job(&info).map_err(|e| (Some(name.clone()), e.to_string()))?;
+/// Loads a changed file's component and records it with the repository,
+/// holding its job's supervisor until the caller installs it. The version
+/// is recorded while its code is still loading (a cached artifact's digest
+/// and `describe` record are known first), in a transaction that commits
+/// only if the load succeeds.
+async fn load_registered(
+    runtime: &Runtime,
+    repo: &Addr<Repository>,
+    config: &Config,
+    supervisors: &HashMap<String, Addr<JobSupervisor>>,
+    bytes: Arc<[u8]>,
+    key: ContentKey,
+) -> Result<((JobCode, JobConfig, JobRecord), Option<HoldHandle>), (Option<String>, String)> {
+    let failed = |e: crate::runtime::LoadError| (None, e.to_string());
+    let staged = runtime.load_staged(bytes, key);
+    let Ok(described) = staged.described.await else {
+        // The load failed before its record was known (or ends with it).
+        let version = staged.loaded.wait().await.map_err(failed)?;
+        let hold = hold(supervisors.get(&version.info.name)).await;
+        return Ok((register(repo, config, JobCode::Component(version), None).await?, hold));
+    };
+    let (def, job_config) = definition(config, &described.info, described.digest, None)?;
+    let hold = hold(supervisors.get(&described.info.name)).await;
+    // Sent now, answered once the load's verdict is in.
+    let pending = repo.send(UpsertJobPending { def, verdict: staged.verdict });
+    let version = staged.loaded.wait().await.map_err(failed)?;
+    match pending.await {
+        Ok(Ok(job)) => Ok(((JobCode::Component(version), job_config, job), hold)),
+        // Not recorded (the load ended with another record, or the store
+        // could not hold the transaction): record the version as loaded.
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "recording a reloaded version afresh");
+            Ok((register(repo, config, JobCode::Component(version), None).await?, hold))
+        }
+        Err(e) => Err((Some(version.info.name.clone()), e.to_string())),
+    }
+}
+
+/// What the repository records for a job: its definition under `config`.
+fn definition(
+    config: &Config,
+    info: &crate::model::JobInfo,
+    digest: String,
+    component: Option<Arc<[u8]>>,
+) -> Result<(JobDefinition, JobConfig), (Option<String>, String)> {
+    let job_config = config.job(info).map_err(|e| (Some(info.name.clone()), e.to_string()))?;
     let def = JobDefinition {
-        name: name.clone(),
+        name: info.name.clone(),
         description: info.description.clone(),
         kind: info.kind,
         schedule: job_config.schedule.clone(),
         timezone: job_config.timezone.clone(),
         enabled: job_config.enabled,
-        digest: code.digest(),
+        digest,
         component,
     };
+    Ok((def, job_config))
+}
+
+/// Records a validated job (and its bytes, kept for rollback) with the repository.
+async fn register(repo: &Addr<Repository>, config: &Config, code: JobCode, component: Option<Arc<[u8]>>) -> LoadResult {
+    let (def, job_config) = definition(config, &code.info(), code.digest(), component)?;
+    let name = def.name.clone();
     let job = match repo.send(UpsertJob { def }).await {
         Ok(Ok(job)) => job,
         Ok(Err(e)) => return Err((Some(name), format!("{:#}", anyhow::Error::new(e)))),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use crate::model::{ExecutionId, ExecutionRecord, JobId, JobRecord, RunReport};
-use crate::store::{JobDefinition, NewExecution, ScheduleAdvance, Store, StoreError};
+use crate::store::{JobDefinition, NewExecution, ScheduleAdvance, Store, StoreError, Verdict};
 
 /// Owns the [`Store`].
 pub struct Repository {
@@ -220,6 +220,13 @@ repo_message!(
     /// Sent by the loader: register or update a job. Replies with the stored job.
     UpsertJob { def: JobDefinition } -> JobRecord,
     |store, msg| store.upsert_job(&msg.def).await
+);
+
+repo_message!(
+    /// Sent by the loader while a reloaded version is still loading: register
+    /// it, committed only if `verdict` says the load succeeded.
+    UpsertJobPending { def: JobDefinition, verdict: Verdict } -> JobRecord,
+    |store, msg| store.upsert_job_pending(&msg.def, msg.verdict).await
 );
 
 repo_message!(

@@ -150,6 +150,14 @@ impl ArtifactCache {
         }
     }
 
+    /// What the entry for `key` says of the component (its digest and
+    /// `describe` record), unchecked: for what may only stand once a load
+    /// has shown it true, never for loading (that is [`ArtifactCache::get`]).
+    pub(crate) fn peek(&self, key: ContentKey) -> Option<Entry> {
+        let meta = std::fs::read(self.paths(key).1).ok()?;
+        serde_json::from_slice(meta.get(MAC_LEN..)?).ok()
+    }
+
     /// Stores a validated component with its digest and what its `describe`
     /// returned (best effort: a failure is logged).
     pub(crate) fn put(&self, key: ContentKey, component: &Component, entry: &Entry) {

@@ -112,6 +112,51 @@ pub enum RuntimeError {
     WorkerLost,
 }
 
+/// What a version is known by before it is live: its digest and what its
+/// `describe` returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// Hex sha256 of the file.
+    pub digest: String,
+    /// What `describe` returned.
+    pub info: crate::model::JobInfo,
+}
+
+impl Described {
+    fn of(version: &ComponentVersion) -> Described {
+        Described { digest: version.digest.clone(), info: version.info.clone() }
+    }
+}
+
+/// A load under way (see [`Runtime::load_staged`]).
+#[derive(Debug)]
+pub struct StagedLoad {
+    /// The version's digest and `describe` record: at once if the artifact
+    /// cache has an entry for the bytes (what it says, unchecked: only the
+    /// verdict confirms it), otherwise when the load has succeeded.
+    /// Dropped unsent if the load fails before they are known.
+    pub described: tokio::sync::oneshot::Receiver<Described>,
+    /// Sent when the load ends, before its outcome: `true` if it produced a
+    /// version with exactly what was sent on `described`.
+    pub verdict: tokio::sync::oneshot::Receiver<bool>,
+    /// The outcome.
+    pub loaded: Loading,
+}
+
+/// The outcome of a load under way.
+#[derive(Debug)]
+pub struct Loading(tokio::sync::oneshot::Receiver<Result<Arc<ComponentVersion>, LoadError>>);
+
+impl Loading {
+    /// Waits for the load to end.
+    pub async fn wait(self) -> Result<Arc<ComponentVersion>, LoadError> {
+        match self.0.await {
+            Ok(r) => r,
+            Err(_) => Err(LoadError::Host(RuntimeError::WorkerLost.to_string())),
+        }
+    }
+}
+
 /// The WebAssembly runtime (cheap to clone).
 #[derive(Clone)]
 pub struct Runtime {
@@ -258,26 +303,65 @@ impl Runtime {
     /// [`Runtime::load`] of bytes whose [`ContentKey`] the caller has
     /// already computed.
     pub async fn load_keyed(&self, bytes: Arc<[u8]>, key: ContentKey) -> Result<Arc<ComponentVersion>, LoadError> {
-        if let Some(version) = self.recent(key) {
-            return Ok(version);
-        }
-        let rt = self.clone();
+        self.start_load(bytes, key, false).loaded.wait().await
+    }
+
+    /// Starts loading bytes whose [`ContentKey`] the caller has computed,
+    /// for a caller that prepares the version's use while it loads: if the
+    /// artifact cache has an entry for them, what it says the version is
+    /// (digest, `describe` record) is known at once, unchecked, and the
+    /// verdict says whether the load produced exactly that.
+    pub fn load_staged(&self, bytes: Arc<[u8]>, key: ContentKey) -> StagedLoad {
+        self.start_load(bytes, key, true)
+    }
+
+    /// Starts a load on a worker thread; with `early`, first reads what the
+    /// artifact cache says of the bytes (a small file) on the calling thread.
+    fn start_load(&self, bytes: Arc<[u8]>, key: ContentKey, early: bool) -> StagedLoad {
+        let (described_tx, described) = tokio::sync::oneshot::channel();
+        let (verdict_tx, verdict) = tokio::sync::oneshot::channel();
         let (done, loaded) = tokio::sync::oneshot::channel();
+        let staged = StagedLoad { described, verdict, loaded: Loading(loaded) };
+        if let Some(version) = self.recent(key) {
+            let _ = described_tx.send(Described::of(&version));
+            let _ = verdict_tx.send(true);
+            let _ = done.send(Ok(version));
+            return staged;
+        }
+        // What the cache says the version will be, unchecked: known now,
+        // before the load; whoever acts on it waits for the verdict.
+        let early = match &self.inner.cache {
+            Some(cache) if early => cache.peek(key).map(|e| Described { digest: e.digest, info: e.info }),
+            _ => None,
+        };
+        let described_tx = match &early {
+            Some(early) => {
+                let _ = described_tx.send(early.clone());
+                None
+            }
+            None => Some(described_tx),
+        };
+        let rt = self.clone();
         drop(self.inner.pool.run(move || match rt.load_new(&bytes, key) {
             Ok((version, evicted)) => {
+                let as_described = match (early, described_tx) {
+                    (Some(early), _) => early == Described::of(&version),
+                    (None, Some(tx)) => tx.send(Described::of(&version)).is_ok(),
+                    (None, None) => false,
+                };
+                // The verdict first: whoever waits on it has more to do.
+                let _ = verdict_tx.send(as_described);
                 let _ = done.send(Ok(version));
                 // Unmapping the code of versions pushed out of the recent
                 // list is not part of this load.
                 drop(evicted);
             }
             Err(e) => {
+                let _ = verdict_tx.send(false);
                 let _ = done.send(Err(e));
             }
         }));
-        match loaded.await {
-            Ok(r) => r,
-            Err(_) => Err(LoadError::Host(RuntimeError::WorkerLost.to_string())),
-        }
+        staged
     }
 
     /// Validates and compiles a component on the calling thread (bytes

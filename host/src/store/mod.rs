@@ -93,6 +93,9 @@ pub enum StoreError {
     /// The repository stopped before answering.
     #[error("the repository stopped")]
     Closed,
+    /// A pending write was rolled back: what it waited for did not happen.
+    #[error("not recorded: the load it waited for did not produce that version")]
+    Abandoned,
     /// A shared pool is on an in-memory database.
     #[error("Sundial needs a database file; the pool given is on an in-memory SQLite database")]
     InMemory,
@@ -144,6 +147,10 @@ pub struct JobDefinition {
     /// The component's bytes, kept for rollback (`None` for native jobs).
     pub component: Option<std::sync::Arc<[u8]>>,
 }
+
+/// Whether what a pending write waits for happened: `true` commits it;
+/// `false`, or the sender dropped, rolls it back.
+pub type Verdict = tokio::sync::oneshot::Receiver<bool>;
 
 /// How many of a job's most recent versions keep their component bytes, so
 /// that an operator can roll back to them.
@@ -298,6 +305,12 @@ impl Store {
         /// Registers a job or updates its definition. The component version
         /// increases whenever the digest changes.
         pub async fn upsert_job(&self, def: &JobDefinition) -> Result<JobRecord, StoreError>;
+        /// [`Store::upsert_job`] in a transaction held open until `verdict`:
+        /// committed if it is `true`, else rolled back
+        /// ([`StoreError::Abandoned`]). A reload records its version while
+        /// the version's code is still being loaded, and the record only
+        /// stands if that load succeeds.
+        pub async fn upsert_job_pending(&self, def: &JobDefinition, verdict: Verdict) -> Result<JobRecord, StoreError>;
         /// Keeps a job version's component bytes (for rollback) if the version
         /// still has that digest, and drops the bytes of versions older than the
         /// last [`KEEP_VERSIONS`].

@@ -19,13 +19,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 
 use super::rows::{
     execution_from_row, host_from_row, item_problem_from_row, job_from_row, last_execution_from_row, version_from_row,
 };
-use super::{JobDefinition, KEEP_VERSIONS, NewExecution, ScheduleAdvance, StoreError, q};
+use super::{JobDefinition, KEEP_VERSIONS, NewExecution, ScheduleAdvance, StoreError, Verdict, q};
 use crate::model::{
     ErrorClass, ExecutionId, ExecutionRecord, ExecutionStatus, HostRecord, JobId, JobRecord, RunReport, ScheduleSource,
     VersionRecord,
@@ -135,66 +135,29 @@ impl PgStore {
         let now = Utc::now();
         self.transaction("registering a job", |c| {
             let def = def.clone();
-            Box::pin(async move {
-                let row = sqlx::query(
-                    "INSERT INTO jobs (name, description, job_type, schedule, timezone, is_enabled,
-                         component_digest, component_version, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, COALESCE($6, TRUE), $7, 1, $8, $8)
-                     ON CONFLICT (name) DO UPDATE SET
-                        description = excluded.description,
-                        job_type = excluded.job_type,
-                        is_enabled = COALESCE($6, jobs.is_enabled),
-                        component_version = CASE
-                            WHEN jobs.component_digest IS NOT DISTINCT FROM excluded.component_digest
-                            THEN jobs.component_version
-                            ELSE COALESCE(jobs.component_version, 0) + 1 END,
-                        component_digest = excluded.component_digest,
-                        last_scheduled_for = CASE
-                            WHEN jobs.schedule_source = 'api'
-                              OR (jobs.schedule = excluded.schedule AND jobs.timezone = excluded.timezone)
-                            THEN jobs.last_scheduled_for ELSE NULL END,
-                        schedule = CASE WHEN jobs.schedule_source = 'api' THEN jobs.schedule
-                                   ELSE excluded.schedule END,
-                        timezone = CASE WHEN jobs.schedule_source = 'api' THEN jobs.timezone
-                                   ELSE excluded.timezone END,
-                        load_error = NULL,
-                        updated_at = excluded.updated_at
-                     RETURNING id, component_version, component_digest",
-                )
-                .bind(&def.name)
-                .bind(&def.description)
-                .bind(def.kind.as_str())
-                .bind(&def.schedule)
-                .bind(&def.timezone)
-                .bind(def.enabled)
-                .bind(&def.digest)
-                .bind(now)
-                .fetch_one(&mut *c)
-                .await?;
-                let id: i64 = row.try_get(0)?;
-                let version: Option<i64> = row.try_get(1)?;
-                let digest: Option<String> = row.try_get(2)?;
-                if let Some(version) = version {
-                    sqlx::query(
-                        "INSERT INTO job_versions (job_id, version, digest, first_seen) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (job_id, version) DO NOTHING",
-                    )
-                    .bind(id)
-                    .bind(version)
-                    .bind(digest)
-                    .bind(now)
-                    .execute(&mut *c)
-                    .await?;
-                    if let Some(bytes) = &def.component {
-                        keep_component_in(c, id, version, &def.digest, bytes).await?;
-                    }
-                }
-                // Read back in the same transaction: no second trip.
-                sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(id).fetch_one(&mut *c).await
-            })
+            Box::pin(async move { upsert_job_in(c, &def, now).await })
         })
         .await
         .and_then(|row| job_from_row(&row))
+    }
+
+    /// [`PgStore::upsert_job`], committed once `verdict` is `true` (not
+    /// run again if Postgres aborts it: the caller can register afresh).
+    pub async fn upsert_job_pending(&self, def: &JobDefinition, verdict: Verdict) -> Result<JobRecord, StoreError> {
+        let action = "registering a job";
+        let row = async {
+            let mut tx = self.pool.begin().await?;
+            let row = upsert_job_in(&mut tx, def, Utc::now()).await?;
+            if verdict.await != Ok(true) {
+                // Dropping the transaction rolls it back.
+                return Ok(None);
+            }
+            tx.commit().await?;
+            Ok(Some(row))
+        }
+        .await
+        .map_err(q(action))?;
+        job_from_row(&row.ok_or(StoreError::Abandoned)?)
     }
 
     /// Keeps a job version's component bytes (see `Store::keep_component`).
@@ -726,4 +689,63 @@ async fn keep_component_in(
     .execute(&mut *c)
     .await?;
     Ok(())
+}
+
+/// Registers or updates a job on `c` (in a transaction); the stored job's row after it.
+async fn upsert_job_in(c: &mut PgConnection, def: &JobDefinition, now: DateTime<Utc>) -> Result<PgRow, sqlx::Error> {
+    let row = sqlx::query(
+        "INSERT INTO jobs (name, description, job_type, schedule, timezone, is_enabled,
+             component_digest, component_version, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, COALESCE($6, TRUE), $7, 1, $8, $8)
+         ON CONFLICT (name) DO UPDATE SET
+            description = excluded.description,
+            job_type = excluded.job_type,
+            is_enabled = COALESCE($6, jobs.is_enabled),
+            component_version = CASE
+                WHEN jobs.component_digest IS NOT DISTINCT FROM excluded.component_digest
+                THEN jobs.component_version
+                ELSE COALESCE(jobs.component_version, 0) + 1 END,
+            component_digest = excluded.component_digest,
+            last_scheduled_for = CASE
+                WHEN jobs.schedule_source = 'api'
+                  OR (jobs.schedule = excluded.schedule AND jobs.timezone = excluded.timezone)
+                THEN jobs.last_scheduled_for ELSE NULL END,
+            schedule = CASE WHEN jobs.schedule_source = 'api' THEN jobs.schedule
+                       ELSE excluded.schedule END,
+            timezone = CASE WHEN jobs.schedule_source = 'api' THEN jobs.timezone
+                       ELSE excluded.timezone END,
+            load_error = NULL,
+            updated_at = excluded.updated_at
+         RETURNING id, component_version, component_digest",
+    )
+    .bind(&def.name)
+    .bind(&def.description)
+    .bind(def.kind.as_str())
+    .bind(&def.schedule)
+    .bind(&def.timezone)
+    .bind(def.enabled)
+    .bind(&def.digest)
+    .bind(now)
+    .fetch_one(&mut *c)
+    .await?;
+    let id: i64 = row.try_get(0)?;
+    let version: Option<i64> = row.try_get(1)?;
+    let digest: Option<String> = row.try_get(2)?;
+    if let Some(version) = version {
+        sqlx::query(
+            "INSERT INTO job_versions (job_id, version, digest, first_seen) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (job_id, version) DO NOTHING",
+        )
+        .bind(id)
+        .bind(version)
+        .bind(digest)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+        if let Some(bytes) = &def.component {
+            keep_component_in(c, id, version, &def.digest, bytes).await?;
+        }
+    }
+    // Read back in the same transaction: no second trip.
+    sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(id).fetch_one(&mut *c).await
 }

@@ -17,7 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use super::rows::{
     execution_from_row, host_from_row, item_problem_from_row, job_from_row, last_execution_from_row, version_from_row,
 };
-use super::{JobDefinition, KEEP_VERSIONS, NewExecution, ScheduleAdvance, StoreError, appdb, hot, q, ts};
+use super::{JobDefinition, KEEP_VERSIONS, NewExecution, ScheduleAdvance, StoreError, Verdict, appdb, hot, q, ts};
 use crate::model::{
     ErrorClass, ExecutionId, ExecutionRecord, ExecutionStatus, HostRecord, JobId, JobRecord, RunReport, ScheduleSource,
     VersionRecord,
@@ -183,63 +183,15 @@ impl SqliteStore {
     /// Registers a job or updates its definition. The component version
     /// increases whenever the digest changes.
     pub async fn upsert_job(&self, def: &JobDefinition) -> Result<JobRecord, StoreError> {
-        let now = ts(Utc::now());
-        let def = def.clone();
+        let (def, now) = (def.clone(), ts(Utc::now()));
         // One transaction on the writer thread: a reload goes live sooner.
-        self.hot
-            .transaction("registering a job", move |tx| {
-                let (id, version, digest): (i64, Option<i64>, Option<String>) = tx
-                    .prepare_cached(
-                        "INSERT INTO jobs (name, description, job_type, schedule, timezone, is_enabled,
-                               component_digest, component_version, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, COALESCE(?6, 1), ?7, 1, ?8, ?8)
-             ON CONFLICT (name) DO UPDATE SET
-                description = excluded.description,
-                job_type = excluded.job_type,
-                is_enabled = COALESCE(?6, jobs.is_enabled),
-                component_version = CASE
-                    WHEN jobs.component_digest IS excluded.component_digest THEN jobs.component_version
-                    ELSE COALESCE(jobs.component_version, 0) + 1 END,
-                component_digest = excluded.component_digest,
-                -- A changed schedule or zone starts a new series from now on.
-                -- An operator's override (schedule_source 'api') stays.
-                last_scheduled_for = CASE
-                    WHEN jobs.schedule_source = 'api'
-                      OR (jobs.schedule = excluded.schedule AND jobs.timezone = excluded.timezone)
-                    THEN jobs.last_scheduled_for ELSE NULL END,
-                schedule = CASE WHEN jobs.schedule_source = 'api' THEN jobs.schedule ELSE excluded.schedule END,
-                timezone = CASE WHEN jobs.schedule_source = 'api' THEN jobs.timezone ELSE excluded.timezone END,
-                load_error = NULL,
-                updated_at = excluded.updated_at
-             RETURNING id, component_version, component_digest",
-                    )?
-                    .query_row(
-                        rusqlite::params![
-                            def.name,
-                            def.description,
-                            def.kind.as_str(),
-                            def.schedule,
-                            def.timezone,
-                            def.enabled,
-                            def.digest,
-                            now,
-                        ],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )?;
-                if let Some(version) = version {
-                    tx.prepare_cached(
-                        "INSERT INTO job_versions (job_id, version, digest, first_seen) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (job_id, version) DO NOTHING",
-                    )?
-                    .execute(rusqlite::params![id, version, digest, now])?;
-                    if let Some(bytes) = &def.component {
-                        keep_component_in(tx, id, version, &def.digest, bytes)?;
-                    }
-                }
-                // Read back on the same connection: no second trip.
-                tx.prepare_cached("SELECT * FROM jobs WHERE id = ?1")?.query_row([id], |r| Ok(job_from_row(r)))
-            })
-            .await?
+        self.hot.transaction("registering a job", move |tx| upsert_job_in(tx, &def, &now)).await?
+    }
+
+    /// [`SqliteStore::upsert_job`], committed once `verdict` is `true`.
+    pub async fn upsert_job_pending(&self, def: &JobDefinition, verdict: Verdict) -> Result<JobRecord, StoreError> {
+        let (def, now) = (def.clone(), ts(Utc::now()));
+        self.hot.transaction_pending("registering a job", move |tx| upsert_job_in(tx, &def, &now), verdict).await?
     }
 
     /// Keeps a job version's component bytes (for rollback) if the version
@@ -747,4 +699,62 @@ fn keep_component_in(
         rusqlite::params![job_id, version - KEEP_VERSIONS],
     )?;
     Ok(())
+}
+
+/// Registers or updates a job inside `tx`; the stored job after it.
+fn upsert_job_in(
+    tx: &rusqlite::Transaction<'_>,
+    def: &JobDefinition,
+    now: &str,
+) -> Result<Result<JobRecord, StoreError>, rusqlite::Error> {
+    let (id, version, digest): (i64, Option<i64>, Option<String>) = tx
+        .prepare_cached(
+            "INSERT INTO jobs (name, description, job_type, schedule, timezone, is_enabled,
+                   component_digest, component_version, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, COALESCE(?6, 1), ?7, 1, ?8, ?8)
+             ON CONFLICT (name) DO UPDATE SET
+                description = excluded.description,
+                job_type = excluded.job_type,
+                is_enabled = COALESCE(?6, jobs.is_enabled),
+                component_version = CASE
+                    WHEN jobs.component_digest IS excluded.component_digest THEN jobs.component_version
+                    ELSE COALESCE(jobs.component_version, 0) + 1 END,
+                component_digest = excluded.component_digest,
+                -- A changed schedule or zone starts a new series from now on.
+                -- An operator's override (schedule_source 'api') stays.
+                last_scheduled_for = CASE
+                    WHEN jobs.schedule_source = 'api'
+                      OR (jobs.schedule = excluded.schedule AND jobs.timezone = excluded.timezone)
+                    THEN jobs.last_scheduled_for ELSE NULL END,
+                schedule = CASE WHEN jobs.schedule_source = 'api' THEN jobs.schedule ELSE excluded.schedule END,
+                timezone = CASE WHEN jobs.schedule_source = 'api' THEN jobs.timezone ELSE excluded.timezone END,
+                load_error = NULL,
+                updated_at = excluded.updated_at
+             RETURNING id, component_version, component_digest",
+        )?
+        .query_row(
+            rusqlite::params![
+                def.name,
+                def.description,
+                def.kind.as_str(),
+                def.schedule,
+                def.timezone,
+                def.enabled,
+                def.digest,
+                now,
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+    if let Some(version) = version {
+        tx.prepare_cached(
+            "INSERT INTO job_versions (job_id, version, digest, first_seen) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (job_id, version) DO NOTHING",
+        )?
+        .execute(rusqlite::params![id, version, digest, now])?;
+        if let Some(bytes) = &def.component {
+            keep_component_in(tx, id, version, &def.digest, bytes)?;
+        }
+    }
+    // Read back on the same connection: no second trip.
+    tx.prepare_cached("SELECT * FROM jobs WHERE id = ?1")?.query_row([id], |r| Ok(job_from_row(r)))
 }

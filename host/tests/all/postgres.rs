@@ -58,6 +58,18 @@ async fn exercise(store: &Store) -> Vec<String> {
     let again = store.upsert_job(&definition("alpha", "d1")).await.unwrap();
     let v2 = store.upsert_job(&definition("alpha", "d2")).await.unwrap();
     seen.push(format!("versions {:?} {:?} {:?}", a.component_version, again.component_version, v2.component_version));
+    // A pending registration stands only if its verdict is `true`.
+    let pending = |digest: &str, verdict: bool| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let def = definition("alpha", digest);
+        async move {
+            let (recorded, _) = tokio::join!(store.upsert_job_pending(&def, rx), async move { tx.send(verdict) });
+            recorded.map(|j| (j.component_version, j.component_digest)).map_err(|e| e.to_string())
+        }
+    };
+    seen.push(format!("pending refused {:?}", pending("d9", false).await));
+    seen.push(format!("after refused {:?}", store.get_job("alpha").await.unwrap().unwrap().component_digest));
+    seen.push(format!("pending accepted {:?}", pending("d3", true).await));
     let versions = store.job_versions(a.id, 10).await.unwrap();
     seen.push(format!(
         "history {:?}",
@@ -169,6 +181,10 @@ async fn the_store_behaves_the_same_on_postgres_and_sqlite() {
     assert_eq!(on_sqlite.len(), on_pg.len());
     // And the figures are the expected ones, not merely equal.
     assert!(on_pg.contains(&"versions Some(1) Some(1) Some(2)".to_string()), "{on_pg:#?}");
+    let refused = "pending refused Err(\"not recorded: the load it waited for did not produce that version\")";
+    assert!(on_pg.contains(&refused.to_string()), "{on_pg:#?}");
+    assert!(on_pg.contains(&"after refused Some(\"d2\")".to_string()), "{on_pg:#?}");
+    assert!(on_pg.contains(&"pending accepted Ok((Some(3), Some(\"d3\")))".to_string()), "{on_pg:#?}");
     assert!(on_pg.contains(&"one per instant [true, false]".to_string()), "{on_pg:#?}");
     assert!(
         on_pg.iter().any(|l| l.starts_with("advanced Some(2026-03-08T07:00:00Z) Some(2026-03-08T08:00:00Z) 3")),

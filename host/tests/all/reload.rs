@@ -517,3 +517,60 @@ async fn a_run_asked_for_while_a_version_is_recorded_runs_the_new_code() {
     assert_eq!((e.component_version, e.component_digest.as_deref()), (Some(7), Some(digest.as_str())));
     host.stop().await;
 }
+
+/// A reload from the artifact cache records its version while the code is
+/// still loading, in a transaction that only commits if the load produces
+/// that very version. Here the cache holds an entry this host's key signs
+/// but whose record is wrong (another digest) and whose code wasmtime
+/// refuses: the early record is rolled back, the file is compiled, and only
+/// the real version is recorded, under the next version number.
+#[actix_rt::test]
+async fn a_reload_whose_cached_code_fails_records_only_what_went_live() {
+    let env = Env::new(&["cleanup"]).config("[jobs.cleanup]\ndatabase = \"read-write\"");
+    env.app();
+    let host = env.host(true).await;
+    let mut events = host.subscribe();
+    let v1 = job(&host, "cleanup").await.unwrap();
+    let good = std::fs::read(wasm("cleanup")).unwrap();
+    let cache = env.path().join(".sundial-cache");
+    // The host's own entry for v1, to take the engine's compatibility suffix
+    // and the `describe` record from.
+    let own = blake3::hash(&good).to_hex().to_string();
+    let meta_of_v1 = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&own) && p.extension().unwrap() == "meta")
+        .expect("v1 is cached");
+    let suffix = meta_of_v1.file_name().unwrap().to_string_lossy().trim_start_matches(&own).to_string();
+    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta_of_v1).unwrap()[32..]).unwrap();
+    let claimed = "0".repeat(64);
+    record["digest"] = claimed.clone().into();
+    let record = serde_json::to_vec(&record).unwrap();
+
+    let v2 = variant(&good, "cached-but-broken");
+    let key = blake3::hash(&v2);
+    let code = b"not code wasmtime wrote".to_vec();
+    let secret: [u8; 32] = std::fs::read(cache.join("key")).unwrap().try_into().unwrap();
+    let mut mac = blake3::Hasher::new_keyed(&secret);
+    mac.update(key.as_bytes()).update(&(record.len() as u64).to_le_bytes()).update(&record).update(&code);
+    let stem = format!("{}{}", key.to_hex(), suffix.trim_end_matches(".meta"));
+    std::fs::write(cache.join(format!("{stem}.cwasm")), &code).unwrap();
+    std::fs::write(cache.join(format!("{stem}.meta")), [mac.finalize().as_bytes().as_slice(), &record].concat())
+        .unwrap();
+
+    let real = sundial::runtime::digest(&v2);
+    install(&env.jobs_dir(), "cleanup.wasm", &v2);
+    let (version, _) = reloaded(&mut events, "cleanup", &real).await;
+    assert_eq!(version, v1.component_version.unwrap() + 1, "the rolled-back record took no version number");
+    let j = job(&host, "cleanup").await.unwrap();
+    assert_eq!((j.component_version, j.component_digest.as_deref()), (Some(version), Some(real.as_str())));
+    let versions = host.store.job_versions(j.id, 10).await.unwrap();
+    assert!(versions.iter().all(|v| v.digest != claimed), "the wrong record was never committed: {versions:?}");
+    let report = host.run_now("cleanup", RunArgs::default()).await.unwrap();
+    assert_eq!(report.status, ExecutionStatus::Succeeded);
+    let e = &host.store.list_executions("cleanup", 1, None).await.unwrap()[0];
+    assert_eq!((e.component_version, e.component_digest.as_deref()), (Some(version), Some(real.as_str())));
+    host.stop().await;
+    let rewritten = std::fs::read(cache.join(format!("{stem}.meta"))).unwrap();
+    assert!(String::from_utf8_lossy(&rewritten[32..]).contains(&real), "the entry was rewritten from the compile");
+}
