@@ -546,7 +546,7 @@ async fn load_registered(
     let failed = |e: crate::runtime::LoadError| (None, e.to_string());
     let staged = runtime.load_staged(bytes, key);
     let Ok(described) = staged.described.await else {
-        // The load failed before its record was known (or ends with it).
+        // Sent unless the load failed: this reports its error.
         let version = staged.loaded.wait().await.map_err(failed)?;
         let hold = hold(supervisors.get(&version.info.name)).await;
         return Ok((register(repo, config, JobCode::Component(version), None).await?, hold));

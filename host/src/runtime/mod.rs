@@ -128,6 +128,14 @@ impl Described {
     }
 }
 
+/// How a load's [`Described`] reaches its caller.
+enum Announced {
+    /// Sent before the load, from the artifact cache's entry.
+    Sent(Described),
+    /// To send once the load has succeeded.
+    AtEnd(tokio::sync::oneshot::Sender<Described>),
+}
+
 /// A load under way (see [`Runtime::load_staged`]).
 #[derive(Debug)]
 pub struct StagedLoad {
@@ -334,20 +342,19 @@ impl Runtime {
             Some(cache) if early => cache.peek(key).map(|e| Described { digest: e.digest, info: e.info }),
             _ => None,
         };
-        let described_tx = match &early {
+        let announced = match early {
             Some(early) => {
                 let _ = described_tx.send(early.clone());
-                None
+                Announced::Sent(early)
             }
-            None => Some(described_tx),
+            None => Announced::AtEnd(described_tx),
         };
         let rt = self.clone();
         drop(self.inner.pool.run(move || match rt.load_new(&bytes, key) {
             Ok((version, evicted)) => {
-                let as_described = match (early, described_tx) {
-                    (Some(early), _) => early == Described::of(&version),
-                    (None, Some(tx)) => tx.send(Described::of(&version)).is_ok(),
-                    (None, None) => false,
+                let as_described = match announced {
+                    Announced::Sent(early) => early == Described::of(&version),
+                    Announced::AtEnd(tx) => tx.send(Described::of(&version)).is_ok(),
                 };
                 // The verdict first: whoever waits on it has more to do.
                 let _ = verdict_tx.send(as_described);
