@@ -55,6 +55,10 @@ pub(crate) struct Entry {
     pub(crate) info: JobInfo,
 }
 
+/// An entry's metadata file (MAC and record) as read from the cache, not
+/// yet checked.
+pub(crate) struct Meta(Vec<u8>);
+
 /// A directory of compiled components.
 pub(crate) struct ArtifactCache {
     dir: PathBuf,
@@ -101,10 +105,15 @@ impl ArtifactCache {
     }
 
     /// The compiled component for `key`, its digest and what its
-    /// `describe` returned, if this host cached them.
-    pub(crate) fn get(&self, engine: &Engine, key: ContentKey) -> Option<(Component, Entry)> {
+    /// `describe` returned, if this host cached them. `meta` is the entry's
+    /// metadata file if [`ArtifactCache::peek`] read it already (it is
+    /// checked here all the same: the MAC covers it).
+    pub(crate) fn get(&self, engine: &Engine, key: ContentKey, meta: Option<Meta>) -> Option<(Component, Entry)> {
         let (code_path, meta_path) = self.paths(key);
-        let meta = std::fs::read(meta_path).ok()?;
+        let meta = match meta {
+            Some(Meta(bytes)) => bytes,
+            None => std::fs::read(meta_path).ok()?,
+        };
         let (mac, record) = meta.split_at_checked(MAC_LEN)?;
         let file = std::fs::File::open(&code_path).ok()?;
         // The code is hashed where the page cache holds it (mapped, not
@@ -152,10 +161,13 @@ impl ArtifactCache {
 
     /// What the entry for `key` says of the component (its digest and
     /// `describe` record), unchecked: for what may only stand once a load
-    /// has shown it true, never for loading (that is [`ArtifactCache::get`]).
-    pub(crate) fn peek(&self, key: ContentKey) -> Option<Entry> {
+    /// has shown it true, never for loading (that is [`ArtifactCache::get`],
+    /// which takes the metadata file returned with it instead of reading it
+    /// again).
+    pub(crate) fn peek(&self, key: ContentKey) -> Option<(Entry, Meta)> {
         let meta = std::fs::read(self.paths(key).1).ok()?;
-        serde_json::from_slice(meta.get(MAC_LEN..)?).ok()
+        let entry = serde_json::from_slice(meta.get(MAC_LEN..)?).ok()?;
+        Some((entry, Meta(meta)))
     }
 
     /// Stores a validated component with its digest and what its `describe`

@@ -8,7 +8,7 @@ use wasmtime::component::Component;
 
 use super::Runtime;
 use super::bindings::{JobPre, types as wit};
-use super::cache::Entry;
+use super::cache::{Entry, Meta};
 use super::exec::new_store;
 use super::host::HostState;
 use crate::model::{Capability, DbAccess, JobInfo, JobKind};
@@ -117,11 +117,16 @@ pub(crate) fn check_size(bytes: &[u8]) -> Result<(), LoadError> {
 }
 
 /// Validates and compiles `bytes`, whose [`ContentKey`] is `key`.
-pub(crate) fn load(rt: &Runtime, bytes: &[u8], key: ContentKey) -> Result<ComponentVersion, LoadError> {
+pub(crate) fn load(
+    rt: &Runtime,
+    bytes: &[u8],
+    key: ContentKey,
+    meta: Option<Meta>,
+) -> Result<ComponentVersion, LoadError> {
     check_size(bytes)?;
     check_header(bytes)?;
     let engine = &rt.inner.engine;
-    let (component, described) = match rt.inner.cache.as_ref().and_then(|c| c.get(engine, key)) {
+    let (component, described) = match rt.inner.cache.as_ref().and_then(|c| c.get(engine, key, meta)) {
         Some((c, entry)) => (c, Some(entry)),
         None => (Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?, None),
     };

@@ -338,9 +338,9 @@ impl Runtime {
         }
         // What the cache says the version will be, unchecked: known now,
         // before the load; whoever acts on it waits for the verdict.
-        let early = match &self.inner.cache {
-            Some(cache) if early => cache.peek(key).map(|e| Described { digest: e.digest, info: e.info }),
-            _ => None,
+        let (early, meta) = match self.inner.cache.as_ref().filter(|_| early).and_then(|c| c.peek(key)) {
+            Some((e, meta)) => (Some(Described { digest: e.digest, info: e.info }), Some(meta)),
+            None => (None, None),
         };
         let announced = match early {
             Some(early) => {
@@ -350,7 +350,7 @@ impl Runtime {
             None => Announced::AtEnd(described_tx),
         };
         let rt = self.clone();
-        drop(self.inner.pool.run(move || match rt.load_new(&bytes, key) {
+        drop(self.inner.pool.run(move || match rt.load_new(&bytes, key, meta) {
             Ok((version, evicted)) => {
                 let as_described = match announced {
                     Announced::Sent(early) => early == Described::of(&version),
@@ -380,13 +380,19 @@ impl Runtime {
         if let Some(version) = self.recent(key) {
             return Ok(version);
         }
-        self.load_new(bytes, key).map(|(version, _evicted)| version)
+        self.load_new(bytes, key, None).map(|(version, _evicted)| version)
     }
 
     /// Loads bytes not loaded lately; also returns the versions this pushed
     /// out of the recent list, for the caller to drop when it suits it.
-    fn load_new(&self, bytes: &[u8], key: ContentKey) -> Result<(Arc<ComponentVersion>, Evicted), LoadError> {
-        let version = Arc::new(component::load(self, bytes, key)?);
+    /// `meta`: the cache entry's metadata file, if already read.
+    fn load_new(
+        &self,
+        bytes: &[u8],
+        key: ContentKey,
+        meta: Option<cache::Meta>,
+    ) -> Result<(Arc<ComponentVersion>, Evicted), LoadError> {
+        let version = Arc::new(component::load(self, bytes, key, meta)?);
         let evicted = self.remember(version.clone());
         Ok((version, evicted))
     }
